@@ -1,0 +1,68 @@
+#include "models/param_store.h"
+
+#include <ATen/ATen.h>
+
+#include <set>
+
+#include "core/error.h"
+#include "models/tensor_convert.h"
+
+namespace gd::models {
+
+at::Tensor ParamStore::add(const std::string& name, const std::vector<std::int64_t>& shape) {
+  for (const auto& [existing, tensor] : params_) {
+    if (existing == name) throw Error("internal: parameter '" + name + "' registered twice");
+  }
+  at::Tensor tensor = at::zeros(shape, options_);
+  params_.emplace_back(name, tensor);
+  return tensor;
+}
+
+void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
+                      const std::string& source,
+                      const std::vector<std::string>& ignored_suffixes) {
+  std::set<std::string> expected;
+  for (auto& [name, param] : params_) {
+    const std::string key = prefix + name;
+    expected.insert(key);
+    auto it = tensors.find(key);
+    if (it == tensors.end()) {
+      throw Error(source + ": missing tensor '" + key + "' (expected shape " +
+                  shape_string(param.sizes().vec()) + ")");
+    }
+    const RawTensor& raw = it->second;
+    if (raw.shape != param.sizes().vec()) {
+      throw Error(source + ": tensor '" + key + "' has shape " + shape_string(raw.shape) +
+                  " but the configuration needs " + shape_string(param.sizes().vec()));
+    }
+    switch (raw.dtype) {
+      case DType::F64: case DType::F32: case DType::F16: case DType::BF16: break;
+      default:
+        throw Error(source + ": tensor '" + key + "' has dtype " + dtype_name(raw.dtype) +
+                    " but a floating-point weight is needed");
+    }
+    param.copy_(to_tensor(raw));
+  }
+  for (const auto& [key, raw] : tensors) {
+    if (key.compare(0, prefix.size(), prefix) != 0 || expected.count(key)) continue;
+    bool ignored = false;
+    for (const auto& suffix : ignored_suffixes) {
+      if (key.size() >= suffix.size() &&
+          key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        ignored = true;
+      }
+    }
+    if (!ignored) {
+      throw Error(source + ": unexpected tensor '" + key + "' " + shape_string(raw.shape) +
+                  " (not part of the configured architecture)");
+    }
+  }
+}
+
+std::int64_t ParamStore::count() const {
+  std::int64_t total = 0;
+  for (const auto& [name, tensor] : params_) total += tensor.numel();
+  return total;
+}
+
+}  // namespace gd::models

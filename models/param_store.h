@@ -1,0 +1,43 @@
+// The named parameters of a network, created with their expected shapes on one device and
+// dtype, and filled in place from a checkpoint.
+//
+// Networks register every parameter under the exact key the checkpoint uses
+// ("down_blocks.0.resnets.0.conv1.weight"), so loading is one name-for-name copy with every
+// missing, unexpected or mis-shaped tensor reported by name.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/tensor_data.h"
+
+namespace gd::models {
+
+class ParamStore {
+ public:
+  explicit ParamStore(c10::TensorOptions options) : options_(options) {}
+
+  // Registers a zero-filled parameter and returns a handle that shares its storage, so the
+  // in-place copy in load() is seen by whoever holds the handle.
+  at::Tensor add(const std::string& name, const std::vector<std::int64_t>& shape);
+
+  // Copies tensors[prefix + name] into every parameter, converting dtype. Throws gd::Error
+  // naming the first missing tensor, the first unexpected one (any key under `prefix` that is
+  // not a parameter, unless listed in `ignored_suffixes`) or the first shape mismatch.
+  void load(const TensorMap& tensors, const std::string& prefix, const std::string& source,
+            const std::vector<std::string>& ignored_suffixes = {});
+
+  const std::vector<std::pair<std::string, at::Tensor>>& all() const { return params_; }
+  std::int64_t count() const;  // total number of elements
+  c10::TensorOptions options() const { return options_; }
+
+ private:
+  c10::TensorOptions options_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+};
+
+}  // namespace gd::models

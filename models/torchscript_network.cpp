@@ -1,0 +1,64 @@
+#include "models/torchscript_network.h"
+
+#include <torch/script.h>
+
+#include "core/error.h"
+
+namespace gd::models {
+
+namespace {
+
+// LibTorch's messages carry a C++ backtrace after the first line; the boundary wants one line.
+std::string first_line(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+}  // namespace
+
+struct TorchScriptNetwork::Impl {
+  // forward() is logically const but torch::jit::Module::forward is not.
+  mutable torch::jit::Module module;
+};
+
+TorchScriptNetwork::TorchScriptNetwork(const std::string& module_path, c10::Device device)
+    : impl_(std::make_unique<Impl>()) {
+  try {
+    impl_->module = torch::jit::load(module_path, device);
+  } catch (const std::exception& e) {
+    throw Error(module_path + ": not a loadable TorchScript module: " + first_line(e.what()));
+  }
+  impl_->module.eval();
+}
+
+TorchScriptNetwork::~TorchScriptNetwork() = default;
+
+at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
+                                       const std::optional<at::Tensor>& self_cond) const {
+  if (self_cond) throw Error("TorchScript networks do not take a self-conditioning input");
+  c10::IValue result;
+  try {
+    result = impl_->module.forward({x, t});
+  } catch (const std::exception& e) {
+    throw Error("TorchScript forward(x, t) failed: " + first_line(e.what()));
+  }
+  if (!result.isTensor()) {
+    throw Error("TorchScript forward(x, t) must return a Tensor, it returned " +
+                result.tagKind());
+  }
+  at::Tensor out = result.toTensor();
+  if (out.dim() != 4 || out.size(0) != x.size(0) || out.size(2) != x.size(2) ||
+      out.size(3) != x.size(3)) {
+    throw Error("TorchScript forward(x, t) returned shape " +
+                c10::str(out.sizes()) + " for input " + c10::str(x.sizes()));
+  }
+  return out;
+}
+
+std::int64_t TorchScriptNetwork::parameter_count() const {
+  std::int64_t total = 0;
+  for (const auto& p : impl_->module.parameters()) total += p.numel();
+  return total;
+}
+
+}  // namespace gd::models

@@ -1,0 +1,12 @@
+// One function per subcommand; each takes the arguments after the command name and returns
+// the exit status. They may throw gd::Error or UsageError: main() turns those into one line.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gd::cli {
+
+int run_info(const std::vector<std::string>& args);
+
+}  // namespace gd::cli
