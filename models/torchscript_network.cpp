@@ -36,17 +36,19 @@ TorchScriptNetwork::~TorchScriptNetwork() = default;
 at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
                                        const std::optional<at::Tensor>& self_cond) const {
   if (self_cond) throw Error("TorchScript networks do not take a self-conditioning input");
-  c10::IValue result;
+  at::Tensor out;
   try {
-    result = impl_->module.forward({x, t});
+    const c10::IValue result = impl_->module.forward({x, t});
+    if (!result.isTensor()) {
+      throw Error("TorchScript forward(x, t) must return a Tensor, it returned " +
+                  result.tagKind());
+    }
+    out = result.toTensor();
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     throw Error("TorchScript forward(x, t) failed: " + first_line(e.what()));
   }
-  if (!result.isTensor()) {
-    throw Error("TorchScript forward(x, t) must return a Tensor, it returned " +
-                result.tagKind());
-  }
-  at::Tensor out = result.toTensor();
   if (out.dim() != 4 || out.size(0) != x.size(0) || out.size(2) != x.size(2) ||
       out.size(3) != x.size(3)) {
     throw Error("TorchScript forward(x, t) returned shape " +

@@ -1,0 +1,37 @@
+// A whole file mapped read-only into memory.
+//
+// Checkpoints are read through a mapping rather than copied, so a 4 GB model costs no extra
+// RAM until its tensors are converted, and tensors can point straight into the file
+// (RawTensor::owner keeps the mapping alive).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace gd::models {
+
+class MappedFile {
+ public:
+  // Use map_file(); the constructor takes an already mapped region and unmaps it on destruction.
+  MappedFile(std::string path, const std::uint8_t* data, std::size_t size);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const std::uint8_t* data_;
+  std::size_t size_;
+};
+
+// Maps `path` read-only. Throws gd::Error with one line for a missing file ("<path>: no such
+// file"), a directory, an unreadable file or an empty file.
+std::shared_ptr<const MappedFile> map_file(const std::string& path);
+
+}  // namespace gd::models

@@ -1,0 +1,52 @@
+// Loading a model from a path: sniff the format, read the weights, build the network,
+// describe it.
+//
+//   gd::models::LoadOptions options;              // CPU, float32, EMA weights
+//   gd::models::LoadedModel model = gd::models::load_model("google-ddpm-cifar10-32", options);
+//   std::puts(gd::models::describe_text(model.info).c_str());
+//   at::Tensor eps = model.network->forward(x, t, std::nullopt);
+//
+// A LoadedModel is heavy and reusable: load it once and sample from it many times.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/schedule.h"
+#include "models/ddpm_pytorch_checkpoint.h"
+#include "models/model_info.h"
+#include "models/network.h"
+
+namespace gd::models {
+
+struct LoadOptions {
+  // Trainer checkpoints carry two sets of weights: "ema" (the default, what the package
+  // samples with) or "model" (the online weights). Empty means the format's default.
+  std::string weights;
+  // denoising-diffusion-pytorch objective ("pred_noise", "pred_x0", "pred_v") when the
+  // checkpoint's loss_weight does not identify it.
+  std::optional<std::string> objective;
+  c10::Device device = c10::Device(c10::kCPU);
+  c10::ScalarType dtype = c10::kFloat;
+};
+
+struct LoadedModel {
+  ModelInfo info;
+  std::unique_ptr<Network> network;
+  core::ScheduleConfig schedule;  // the noise schedule the model was trained with
+  // For denoising-diffusion-pytorch checkpoints: the diffusion buffers exactly as stored, so
+  // that sampling uses the package's own float32 tables.
+  std::optional<DdpmDiffusionSettings> ddpm;
+};
+
+// What kind of model `path` holds, from names and magic bytes only (no weights are read).
+CheckpointFormat detect_format(const std::string& path);
+
+// Reads and validates everything; throws gd::Error with a one-line message on any problem.
+LoadedModel load_model(const std::string& path, const LoadOptions& options = {});
+
+}  // namespace gd::models
