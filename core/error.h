@@ -17,3 +17,13 @@ class Error : public std::runtime_error {
 };
 
 }  // namespace gd
+
+namespace gd {
+
+// Thrown when the user cancelled a run through a progress callback.
+class Cancelled : public Error {
+ public:
+  Cancelled() : Error("cancelled") {}
+};
+
+}  // namespace gd

@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,13 @@ struct ScheduleConfig {
   bool thresholding = false;
   double dynamic_thresholding_ratio = 0.995;
   double sample_max_value = 1.0;
+
+  // Whose sampling semantics apply: diffusers' schedulers (diffusers and TorchScript models),
+  // or denoising-diffusion-pytorch's own p_sample_loop / ddim_sample (its checkpoints).
+  enum class Family { Diffusers, DdpmPytorch } family = Family::Diffusers;
+  // denoising-diffusion-pytorch keeps its tables as float32 buffers computed in float64;
+  // samplers of that family use them as stored (betas, alphas_cumprod, posterior_*, ...).
+  std::map<std::string, at::Tensor> stored_buffers;
 };
 
 // [num_train_timesteps] float32 betas, computed exactly as diffusers does.

@@ -179,6 +179,8 @@ core::ScheduleConfig ddpm_schedule_config(const DdpmDiffusionSettings& settings)
   else schedule.prediction_type = core::PredictionType::V;
   schedule.clip_sample = true;  // the package clamps x0 to [-1, 1] while sampling
   schedule.variance_type = "fixed_small";  // posterior_log_variance_clipped
+  schedule.family = core::ScheduleConfig::Family::DdpmPytorch;
+  schedule.stored_buffers = settings.buffers;
   return schedule;
 }
 
