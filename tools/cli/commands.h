@@ -8,5 +8,7 @@
 namespace gd::cli {
 
 int run_info(const std::vector<std::string>& args);
+// generate, img2img, denoise.
+int run_sample_command(const std::string& command, const std::vector<std::string>& args);
 
 }  // namespace gd::cli

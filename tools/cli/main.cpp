@@ -23,6 +23,25 @@ const char* kUsage =
     "        --objective  Trainer checkpoints whose loss_weight does not say it:\n"
     "                     pred_noise, pred_x0 or pred_v\n"
     "        --json       one JSON object instead of text\n"
+    "  generate --model PATH -o OUT [--width W] [--height H] [--batch N]\n"
+    "        sample new images (default size: the model's native size)\n"
+    "  img2img --model PATH -i IN -o OUT [--strength S]\n"
+    "        re-noise IN to strength S in (0, 1] (default 0.6) and sample back\n"
+    "  denoise --model PATH -i IN -o OUT [--sigma auto|VALUE]\n"
+    "        treat IN as a noisy sample with Gaussian noise of standard deviation VALUE\n"
+    "        (0-1 units; auto: estimated from the image) and run the reverse process\n"
+    "\n"
+    "sampling options (generate, img2img, denoise):\n"
+    "  --sampler ddpm|ddim|dpmpp_2m|euler|euler_a   default: the model's own scheduler\n"
+    "  --steps N        default: full chain for ddpm, 50 for ddim, 20 for the solvers\n"
+    "  --eta E          DDIM stochasticity in [0, 1] (default 0)\n"
+    "  --seed S         default: random (the seed used is printed)\n"
+    "  --device auto|cpu|cuda   default auto: CUDA when present\n"
+    "  --weights ema|model, --objective OBJ   as for info\n"
+    "  --bit-depth 8|16 PNG output depth (default: the input's, or 8)\n"
+    "IN and OUT are .png (8- or 16-bit, gray or RGB, with or without alpha) or .safetensors\n"
+    "(tensor \"image\", float32, N x C x H x W in [0, 1]). Alpha passes through untouched.\n"
+    "Batches written as PNG get -0, -1, ... before the extension.\n"
     "\n"
     "PATH is a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors\n"
     "or .bin + scheduler_config.json, or a pipeline folder with unet/ and scheduler/), a\n"
@@ -46,10 +65,19 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
+  for (const auto& arg : args) {
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
   const std::string command = args[0];
   args.erase(args.begin());
   try {
     if (command == "info") return gd::cli::run_info(args);
+    if (command == "generate" || command == "img2img" || command == "denoise") {
+      return gd::cli::run_sample_command(command, args);
+    }
     throw gd::cli::UsageError("unknown command '" + command + "' (try --help)");
   } catch (const gd::cli::UsageError& e) {
     std::fprintf(stderr, "gimp-diffusion-cli: %s\n", one_line(e.what()).c_str());

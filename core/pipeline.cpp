@@ -1,0 +1,219 @@
+#include "core/pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/noise_estimate.h"
+#include "core/samplers.h"
+
+namespace gd::core {
+
+namespace {
+
+std::int64_t round_up(std::int64_t value, std::int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+void check_size(std::int64_t width, std::int64_t height, std::int64_t batch) {
+  if (width < 1 || height < 1) throw Error("width and height must be at least 1");
+  if (batch < 1) throw Error("batch must be at least 1");
+  if (width > 65536 || height > 65536 || width * height * batch > kMaxPixels) {
+    throw Error(std::to_string(width) + "x" + std::to_string(height) + " x " +
+                std::to_string(batch) + " images exceed the limit of " +
+                std::to_string(kMaxPixels) + " pixels per run");
+  }
+}
+
+void check_image(const at::Tensor& image) {
+  if (image.dim() != 4) throw Error("an image must be [N, C, H, W]");
+  check_size(image.size(3), image.size(2), image.size(0));
+}
+
+struct Prepared {
+  std::unique_ptr<Sampler> sampler;
+  at::Generator generator;
+  int steps = 0;
+};
+
+Prepared prepare(const PipelineModel& model, const RunOptions& options) {
+  Prepared p;
+  const std::string name = options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
+  p.steps = options.steps > 0 ? options.steps : default_steps(name, model.schedule);
+  if (options.steps < 0) throw Error("steps must be at least 1");
+  SamplerOptions sampler_options;
+  sampler_options.eta = options.eta;
+  p.sampler = make_sampler(name, model.schedule, sampler_options);
+  p.sampler->set_timesteps(p.steps);
+  p.generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  return p;
+}
+
+// The network in float32 model space, whatever device and dtype it runs in.
+ModelFn network_in_float(const PipelineModel& model) {
+  return [&model](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+    std::optional<at::Tensor> self_cond;
+    if (sc) self_cond = sc->to(model.device, model.dtype);
+    return model.network(x.to(model.device, model.dtype), t.to(model.device), self_cond)
+        .to(at::kFloat);
+  };
+}
+
+// Pads [N, C, H, W] on the right and bottom to multiples of the downsampling factor by
+// reflection (replication for 1-pixel images), so edges see plausible content.
+at::Tensor pad_to_multiple(const at::Tensor& x, int factor) {
+  const std::int64_t h = x.size(2), w = x.size(3);
+  const std::int64_t pad_h = round_up(h, factor) - h, pad_w = round_up(w, factor) - w;
+  if (pad_h == 0 && pad_w == 0) return x;
+  if (pad_h < h && pad_w < w) return at::reflection_pad2d(x, {0, pad_w, 0, pad_h});
+  return at::replication_pad2d(x, {0, pad_w, 0, pad_h});
+}
+
+at::Tensor crop(const at::Tensor& x, std::int64_t height, std::int64_t width) {
+  return x.narrow(2, 0, height).narrow(3, 0, width);
+}
+
+at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
+  return (x / 2 + 0.5).clamp(0, 1);
+}
+
+}  // namespace
+
+std::string default_sampler(const ScheduleConfig& schedule) {
+  if (schedule.family == ScheduleConfig::Family::DdpmPytorch) return "ddpm";
+  const std::string& c = schedule.scheduler_class;
+  if (c == "DDIMScheduler") return "ddim";
+  if (c == "DPMSolverMultistepScheduler") return "dpmpp_2m";
+  if (c == "EulerDiscreteScheduler") return "euler";
+  if (c == "EulerAncestralDiscreteScheduler") return "euler_a";
+  return "ddpm";
+}
+
+int default_steps(const std::string& sampler, const ScheduleConfig& schedule) {
+  if (sampler == "ddpm") return schedule.num_train_timesteps;
+  if (sampler == "ddim") return std::min(50, schedule.num_train_timesteps);
+  return std::min(20, schedule.num_train_timesteps);
+}
+
+at::Tensor to_model_channels(const at::Tensor& image, int model_channels, std::string* note) {
+  const std::int64_t c = image.size(1);
+  if (c == model_channels) return image;
+  if (c == 1) {
+    if (note) *note = "gray image replicated into the model's " + std::to_string(model_channels) + " channels";
+    return image.expand({image.size(0), model_channels, image.size(2), image.size(3)}).contiguous();
+  }
+  if (model_channels == 1) {
+    if (note) *note = "colour image averaged into the model's single channel";
+    return image.mean(1, /*keepdim=*/true);
+  }
+  throw Error("the image has " + std::to_string(c) + " colour channels but the model works on " +
+              std::to_string(model_channels));
+}
+
+at::Tensor from_model_channels(const at::Tensor& image, int image_channels) {
+  const std::int64_t c = image.size(1);
+  if (c == image_channels) return image;
+  if (image_channels == 1) return image.mean(1, true);
+  if (c == 1) return image.expand({image.size(0), image_channels, image.size(2), image.size(3)}).contiguous();
+  return image.narrow(1, 0, image_channels);
+}
+
+at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) {
+  const int factor = std::max(1, model.downsampling_factor);
+  const std::int64_t width = options.width > 0 ? options.width : model.native_width;
+  const std::int64_t height = options.height > 0 ? options.height : model.native_height;
+  if (width <= 0 || height <= 0) {
+    throw Error("the model does not record its image size: give the width and height");
+  }
+  check_size(width, height, options.batch);
+  Prepared p = prepare(model, options);
+  // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
+  // multiples nothing changes and the result is the reference's exactly.
+  const std::int64_t work_h = round_up(height, factor), work_w = round_up(width, factor);
+  // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
+  at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
+  at::Tensor x = noise * p.sampler->init_noise_sigma();
+  x = p.sampler->run(x, 0, network_in_float(model), p.generator, options.on_step);
+  return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+}
+
+at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double strength,
+                   const RunOptions& options) {
+  check_image(image);
+  if (!(strength > 0.0 && strength <= 1.0)) throw Error("strength must be in (0, 1]");
+  Prepared p = prepare(model, options);
+  // diffusers: init_timestep = min(int(steps * strength), steps); the chain starts at
+  // steps - init_timestep.
+  const int init_timestep = std::min(static_cast<int>(p.steps * strength), p.steps);
+  const int first = std::max(p.steps - init_timestep, 0);
+  if (first >= p.steps) {
+    throw Error("strength " + std::to_string(strength) + " with " + std::to_string(p.steps) +
+                " steps leaves no step to run; raise the strength or the steps");
+  }
+  const std::int64_t height = image.size(2), width = image.size(3);
+  at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  at::Tensor noise = at::randn(init.sizes(), p.generator);
+  at::Tensor x = p.sampler->add_noise(init, noise, first);
+  x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
+  return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+}
+
+DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
+                      std::optional<double> sigma, const RunOptions& options) {
+  check_image(image);
+  DenoiseResult result;
+  if (sigma) {
+    if (!(*sigma >= 0.0 && *sigma <= 1.0)) throw Error("sigma must be in [0, 1]");
+    result.sigma = *sigma;
+  } else {
+    result.sigma = estimate_noise_sigma(image.to(at::kFloat));
+    result.estimated = true;
+  }
+  const std::int64_t height = image.size(2), width = image.size(3);
+
+  // The noise level of each training timestep, as a noise-to-signal ratio in model space:
+  // x_t / alpha_t = x0 + (sigma_t / alpha_t) eps.
+  const at::Tensor alphas_cumprod =
+      model.schedule.stored_buffers.count("alphas_cumprod")
+          ? model.schedule.stored_buffers.at("alphas_cumprod").to(at::kDouble)
+          : cumulative_alphas(make_betas(model.schedule)).to(at::kDouble);
+  const at::Tensor ratio = ((1 - alphas_cumprod) / alphas_cumprod).sqrt();  // [T], increasing
+  const double target = 2.0 * result.sigma;
+  const int T = model.schedule.num_train_timesteps;
+  if (target <= ratio[0].item<double>()) {
+    result.image = image.to(at::kFloat).clone();  // below the model's finest noise level
+    return result;
+  }
+  // t*: the last timestep whose noise level does not exceed the image's.
+  const int t_star = std::max(0, static_cast<int>((ratio <= target).sum().item<std::int64_t>()) - 1);
+
+  // Spread the requested steps over [0, t*] by asking for proportionally more over [0, T).
+  const std::string name = options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
+  const int want = options.steps > 0 ? options.steps : std::min(default_steps(name, model.schedule), t_star + 1);
+  RunOptions run = options;
+  run.sampler = name;
+  run.steps = std::clamp(static_cast<int>(std::ceil(double(want) * T / (t_star + 1))), 1, T);
+  Prepared p = prepare(model, run);
+
+  // First index whose timestep is at or below t*.
+  const at::Tensor ts = p.sampler->timesteps().to(at::kDouble);
+  int first = 0;
+  while (first < ts.size(0) && ts[first].item<double>() > t_star) ++first;
+  if (first >= ts.size(0)) first = static_cast<int>(ts.size(0)) - 1;
+  result.start_timestep = ts[first].item<double>();
+  result.steps_run = static_cast<int>(ts.size(0)) - first;
+
+  // The noisy image already carries noise of the right level relative to the signal: scaling
+  // it to the chosen timestep's sample is add_noise with zero extra noise (alpha_t * x for
+  // variance-preserving samplers, x itself for sigma-space ones).
+  at::Tensor x0_noisy = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
+  x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
+  result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+  return result;
+}
+
+}  // namespace gd::core

@@ -1,0 +1,93 @@
+// The three actions: generate, img2img and denoise. Images are [N, C, H, W] float32 in [0, 1]
+// (colour channels only: callers keep alpha aside and put it back untouched).
+//
+//   PipelineModel model = ...;               // network callback + schedule + shape facts
+//   GenerateOptions options;                 // sampler, steps, seed, size, batch
+//   options.on_step = [](int done, int total) { ...; return true; };
+//   at::Tensor images = generate(model, options);
+//
+// Random numbers: one CPU generator seeded with `seed` (like torch.Generator().manual_seed), the
+// initial noise drawn first with the full [N, C, H, W] shape, as the reference pipelines do, so
+// sizes that are multiples of the downsampling factor give exactly the reference result.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/sampler.h"
+#include "core/schedule.h"
+
+namespace gd::core {
+
+// What the pipelines need to know about a loaded model.
+struct PipelineModel {
+  ModelFn network;                // raw network output for (x, t, self_cond)
+  ScheduleConfig schedule;
+  int channels = 3;               // image channels the network denoises
+  int downsampling_factor = 1;    // sizes are padded up to multiples of this
+  int native_width = 0;           // the training size, used when no size is given (0: unknown)
+  int native_height = 0;
+  c10::Device device = c10::Device(c10::kCPU);
+  c10::ScalarType dtype = c10::kFloat;  // network dtype; sampling maths stays float32
+};
+
+struct RunOptions {
+  std::string sampler;     // empty: the model's own default (default_sampler)
+  int steps = 0;           // 0: the default for the sampler (default_steps)
+  double eta = 0.0;        // DDIM only
+  std::uint64_t seed = 0;
+  StepFn on_step;          // progress and cancel; may be empty
+};
+
+struct GenerateOptions : RunOptions {
+  int width = 0;           // 0: the model's native size
+  int height = 0;
+  int batch = 1;
+};
+
+// The model's default sampler: its scheduler class for diffusers configs ("ddpm" for
+// DDPMScheduler, ...), the package's full DDPM chain for denoising-diffusion-pytorch.
+std::string default_sampler(const ScheduleConfig& schedule);
+// The reference pipelines' default step counts: the full chain for ddpm, 50 for ddim, 20 for
+// the solvers.
+int default_steps(const std::string& sampler, const ScheduleConfig& schedule);
+
+// [batch, C, height, width] in [0, 1].
+at::Tensor generate(const PipelineModel& model, const GenerateOptions& options);
+
+// diffusers' img2img: the schedule is trimmed by strength in (0, 1] (init_timestep =
+// int(steps * strength)), noise is added at the first kept timestep, and the rest of the chain
+// runs. image: [N, C, H, W] in [0, 1].
+at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double strength,
+                   const RunOptions& options);
+
+struct DenoiseResult {
+  at::Tensor image;        // [N, C, H, W] in [0, 1]
+  double sigma = 0.0;      // the noise level used (0-1 units)
+  bool estimated = false;  // true when sigma came from estimate_noise_sigma
+  int steps_run = 0;       // 0 when the noise is below the model's smallest noise level
+  double start_timestep = 0.0;
+};
+
+// Treats the image as a noisy sample: the Gaussian noise level sigma (standard deviation in
+// 0-1 units; estimated from the image when absent) is matched to the timestep whose noise-to-
+// signal ratio sqrt((1 - alpha_bar) / alpha_bar) equals 2 * sigma (model space is [-1, 1]), the
+// image is scaled to that timestep's sample, and the reverse process runs from there to zero.
+DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
+                      std::optional<double> sigma, const RunOptions& options);
+
+// Colour-channel adaptation between an image and a model: a gray image for an RGB model is
+// replicated into three channels; an RGB image for a gray model becomes its mean. The result of
+// the model is converted back the same way. `note` says what was done (empty if nothing).
+at::Tensor to_model_channels(const at::Tensor& image, int model_channels, std::string* note);
+at::Tensor from_model_channels(const at::Tensor& image, int image_channels);
+
+// Largest width * height * batch the pipelines accept, checked before anything is allocated:
+// a 128-channel UNet activation at this size is already 8 GiB of float32.
+constexpr std::int64_t kMaxPixels = 4096LL * 4096LL;
+
+}  // namespace gd::core

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""End-to-end tests of gimp-diffusion-cli generate / img2img / denoise.
+
+Outputs are compared with the reference fixtures (made by diffusers itself), PNG output is
+decoded here with a small independent reader, and every bad option must fail with one error
+line, a non-zero exit and no output file. Run by meson test with GD_CLI and TEST_DATA_DIR.
+"""
+import array
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import unittest
+import zlib
+
+CLI = os.environ.get("GD_CLI", "build/tools/cli/gimp-diffusion-cli")
+DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
+DIFFUSERS = os.path.join(DATA, "diffusers-tiny", "model")
+DDPM = os.path.join(DATA, "lucidrains-tiny", "model-1.pt")
+
+
+def run(*args, timeout=300):
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def read_tensor(path, name):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    entry = header[name]
+    assert entry["dtype"] == "F32", entry
+    begin, end = entry["data_offsets"]
+    values = array.array("f")
+    values.frombytes(data[8 + n + begin:8 + n + end])
+    return entry["shape"], list(values)
+
+
+def write_tensor(path, name, shape, values):
+    payload = array.array("f", values).tobytes()
+    header = json.dumps({name: {"dtype": "F32", "shape": shape, "data_offsets": [0, len(payload)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + payload)
+
+
+def write_png(path, width, height, channels, depth, rows):
+    """rows: list of lists of integer samples (interleaved)."""
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    fmt = ">%dH" if depth == 16 else "%dB"
+    raw = b"".join(b"\0" + struct.pack(fmt % len(r), *r) for r in rows)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def read_png(path):
+    """Decodes a non-interlaced 8/16-bit PNG (all five filter types) -> (w, h, channels, depth, rows)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            w, h, depth, color_type = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    channels = {0: 1, 4: 2, 2: 3, 6: 4}[color_type]
+    bpp = channels * depth // 8
+    stride = w * bpp
+    raw = zlib.decompress(idat)
+    prev = bytearray(stride)
+    rows = []
+    for y in range(h):
+        ftype = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if ftype == 1:
+                line[i] = (line[i] + a) & 255
+            elif ftype == 2:
+                line[i] = (line[i] + b) & 255
+            elif ftype == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[i] = (line[i] + pred) & 255
+        prev = line
+        if depth == 16:
+            rows.append(list(struct.unpack(">%dH" % (stride // 2), bytes(line))))
+        else:
+            rows.append(list(line))
+    return w, h, channels, depth, rows
+
+
+class Generate(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.tmp)
+
+    def test_matches_diffusers_reference(self):
+        out = os.path.join(self.tmp, "out.safetensors")
+        code, _, err = run("generate", "--model", DIFFUSERS, "--sampler", "ddim", "--steps", "10",
+                           "--eta", "0", "--seed", "13", "--device", "cpu", "-o", out)
+        self.assertEqual(code, 0, err)
+        shape, ours = read_tensor(out, "image")
+        ref_shape, ref = read_tensor(os.path.join(DATA, "diffusers-tiny", "generate_ddim_10_eta0_b1_16x16.safetensors"), "image")
+        self.assertEqual(shape, ref_shape)
+        self.assertLessEqual(max(abs(a - b) for a, b in zip(ours, ref)), 2e-3)
+
+    def test_matches_ddpm_pytorch_reference(self):
+        out = os.path.join(self.tmp, "out.safetensors")
+        code, _, err = run("generate", "--model", DDPM, "--sampler", "ddim", "--steps", "10",
+                           "--seed", "1002", "--batch", "2", "-o", out)
+        self.assertEqual(code, 0, err)
+        _, ours = read_tensor(out, "image")
+        _, ref = read_tensor(os.path.join(DATA, "lucidrains-tiny", "generate_ddim_10_eta0_16x16.safetensors"), "image")
+        self.assertLessEqual(max(abs(a - b) for a, b in zip(ours, ref)), 2e-3)
+
+    def test_png_batch_non_square_and_same_seed_same_image(self):
+        out = os.path.join(self.tmp, "tex.png")
+        args = ("generate", "--model", DIFFUSERS, "--sampler", "dpmpp_2m", "--steps", "4",
+                "--seed", "5", "--width", "21", "--height", "10", "--batch", "2", "-o", out)
+        code, _, err = run(*args)
+        self.assertEqual(code, 0, err)
+        first = [read_png(os.path.join(self.tmp, f"tex-{i}.png")) for i in range(2)]
+        for w, h, channels, depth, _ in first:
+            self.assertEqual((w, h, channels, depth), (21, 10, 3, 8))
+        self.assertNotEqual(first[0][4], first[1][4])
+        code, _, err = run(*args)
+        self.assertEqual(code, 0, err)
+        again = [read_png(os.path.join(self.tmp, f"tex-{i}.png")) for i in range(2)]
+        self.assertEqual(first, again)
+        self.assertIn("seed 5", err)
+
+    def test_sixteen_bit_output(self):
+        out = os.path.join(self.tmp, "deep.png")
+        code, _, err = run("generate", "--model", DIFFUSERS, "--steps", "2", "--sampler", "euler",
+                           "--bit-depth", "16", "-o", out)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(read_png(out)[3], 16)
+
+
+class ImageToImage(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.tmp)
+
+    def test_matches_diffusers_reference(self):
+        fixture = os.path.join(DATA, "diffusers-tiny", "img2img_dpmpp_2m_10_s0.6.safetensors")
+        shape, values = read_tensor(fixture, "input")
+        source = os.path.join(self.tmp, "in.safetensors")
+        write_tensor(source, "image", shape, values)
+        out = os.path.join(self.tmp, "out.safetensors")
+        code, _, err = run("img2img", "--model", DIFFUSERS, "-i", source, "--strength", "0.6",
+                           "--sampler", "dpmpp_2m", "--steps", "10", "--seed", "23", "-o", out)
+        self.assertEqual(code, 0, err)
+        _, ours = read_tensor(out, "image")
+        _, ref = read_tensor(fixture, "image")
+        self.assertLessEqual(max(abs(a - b) for a, b in zip(ours, ref)), 2e-3)
+
+    def test_alpha_passes_through_and_depth_is_kept(self):
+        source = os.path.join(self.tmp, "in.png")
+        rows = [[(x * 4000) % 65536, (y * 3000) % 65536, 20000, (x * 7 + y * 11) * 300 % 65536]
+                for y in range(12) for x in range(10)]
+        rows = [sum(rows[y * 10:(y + 1) * 10], []) for y in range(12)]
+        write_png(source, 10, 12, 4, 16, rows)
+        out = os.path.join(self.tmp, "out.png")
+        code, _, err = run("img2img", "--model", DIFFUSERS, "-i", source, "--strength", "0.5",
+                           "--sampler", "ddim", "--steps", "4", "-o", out)
+        self.assertEqual(code, 0, err)
+        w, h, channels, depth, result = read_png(out)
+        self.assertEqual((w, h, channels, depth), (10, 12, 4, 16))
+        for y in range(12):
+            self.assertEqual(result[y][3::4], rows[y][3::4])
+
+    def test_gray_input_on_rgb_model(self):
+        source = os.path.join(self.tmp, "gray.png")
+        write_png(source, 16, 16, 1, 8, [[(x * 16 + y) % 256 for x in range(16)] for y in range(16)])
+        out = os.path.join(self.tmp, "out.png")
+        code, _, err = run("img2img", "--model", DIFFUSERS, "-i", source, "--steps", "3",
+                           "--sampler", "ddim", "-o", out)
+        self.assertEqual(code, 0, err)
+        self.assertIn("gray image replicated", err)
+        self.assertEqual(read_png(out)[2], 1)
+
+
+class Denoise(unittest.TestCase):
+    def test_runs_with_given_and_estimated_sigma(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "in.png")
+            write_png(source, 16, 16, 3, 8, [[(x * 13 + y * 7 + c * 50) % 256 for x in range(16) for c in range(3)]
+                                              for y in range(16)])
+            for sigma in ("0.1", "auto"):
+                out = os.path.join(tmp, f"out-{sigma}.png")
+                code, _, err = run("denoise", "--model", DIFFUSERS, "-i", source, "--sigma", sigma,
+                                   "--sampler", "ddim", "--steps", "5", "-o", out)
+                self.assertEqual(code, 0, err)
+                self.assertIn("estimated" if sigma == "auto" else "given", err)
+                self.assertEqual(read_png(out)[:3], (16, 16, 3))
+
+
+class BadOptions(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+        self.out = os.path.join(self.tmp, "out.png")
+        self.source = os.path.join(self.tmp, "in.png")
+        write_png(self.source, 8, 8, 3, 8, [[x * 20 for x in range(24)] for _ in range(8)])
+
+    def tearDown(self):
+        import shutil
+        shutil.rmtree(self.tmp)
+
+    def expect_failure(self, *args, needle=None):
+        code, _, err = run(*args)
+        self.assertNotEqual(code, 0, err)
+        self.assertGreater(code, 0, "killed by a signal")
+        lines = [l for l in err.strip("\n").split("\n") if l.startswith("gimp-diffusion-cli")]
+        self.assertEqual(len(lines), 1, err)
+        self.assertEqual(err.strip("\n").split("\n")[-1], lines[0])
+        if needle:
+            self.assertIn(needle, lines[0])
+        self.assertEqual([f for f in os.listdir(self.tmp) if f != "in.png"], [], "output left behind")
+
+    def gen(self, *extra):
+        return ("generate", "--model", DIFFUSERS, "-o", self.out, *extra)
+
+    def test_unknown_sampler(self):
+        self.expect_failure(*self.gen("--sampler", "heun"), needle="--sampler")
+
+    def test_steps(self):
+        self.expect_failure(*self.gen("--steps", "0"), needle="--steps")
+        self.expect_failure(*self.gen("--steps", "ten"), needle="--steps")
+        self.expect_failure(*self.gen("--steps", "101"), needle="--steps")
+
+    def test_eta(self):
+        self.expect_failure(*self.gen("--eta", "-0.5"), needle="--eta")
+
+    def test_size_too_large_is_refused_before_allocating(self):
+        self.expect_failure(*self.gen("--width", "60000", "--height", "60000"), needle="limit")
+        self.expect_failure(*self.gen("--width", "0"), needle="--width")
+
+    def test_strength(self):
+        for strength in ("0", "1.5", "-1", "x"):
+            self.expect_failure("img2img", "--model", DIFFUSERS, "-i", self.source, "-o", self.out,
+                                "--strength", strength, needle="--strength")
+
+    def test_sigma(self):
+        self.expect_failure("denoise", "--model", DIFFUSERS, "-i", self.source, "-o", self.out,
+                            "--sigma", "2", needle="--sigma")
+
+    def test_unreadable_and_wrong_channel_inputs(self):
+        self.expect_failure("img2img", "--model", DIFFUSERS, "-i", os.path.join(self.tmp, "missing.png"),
+                            "-o", self.out, needle="missing.png")
+        broken = os.path.join(self.tmp, "in.png")
+        with open(broken, "r+b") as f:
+            f.truncate(40)
+        self.expect_failure("img2img", "--model", DIFFUSERS, "-i", broken, "-o", self.out, needle="in.png")
+        five = os.path.join(self.tmp, "five.safetensors")
+        write_tensor(five, "image", [1, 5, 8, 8], [0.5] * 320)
+        code, _, err = run("img2img", "--model", DIFFUSERS, "-i", five, "-o", self.out)
+        self.assertNotEqual(code, 0)
+        self.assertFalse(os.path.exists(self.out))
+        os.remove(five)
+
+    def test_output_cannot_be_written(self):
+        self.expect_failure(*("generate", "--model", DIFFUSERS, "-o", os.path.join(self.tmp, "no", "such", "dir.png")),
+                            needle="does not exist")
+        self.expect_failure(*("generate", "--model", DIFFUSERS, "-o", os.path.join(self.tmp, "out.jpg")),
+                            needle=".png or .safetensors")
+
+    def test_cuda_without_cuda(self):
+        code, _, err = run("generate", "--model", DIFFUSERS, "--device", "cuda", "-o", self.out)
+        if code == 0:
+            self.skipTest("this machine has CUDA")
+        self.assertIn("CUDA", err)
+        self.assertFalse(os.path.exists(self.out))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

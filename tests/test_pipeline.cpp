@@ -1,0 +1,198 @@
+// The pipelines on the fixture models: exact reference results through generate() and
+// img2img(), any canvas size, and every bad option.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/pipeline.h"
+#include "models/model_loader.h"
+#include "tests/test_util.h"
+
+using gd::test::data_path;
+using gd::test::fixture_tensor;
+using gd::test::max_abs_diff;
+
+namespace {
+
+struct Fixture {
+  gd::models::LoadedModel loaded;
+  gd::core::PipelineModel model;
+};
+
+Fixture open(const std::string& relative) {
+  Fixture f;
+  f.loaded = gd::models::load_model(data_path(relative));
+  gd::models::Network* net = f.loaded.network.get();
+  f.model.network = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+    return net->forward(x, t, sc);
+  };
+  f.model.schedule = f.loaded.schedule;
+  f.model.channels = f.loaded.info.in_channels;
+  f.model.downsampling_factor = f.loaded.info.downsampling_factor;
+  f.model.native_width = f.loaded.info.native_width;
+  f.model.native_height = f.loaded.info.native_height;
+  return f;
+}
+
+nlohmann::json cases(const std::string& folder) {
+  std::ifstream file(data_path(folder + "/cases.json"));
+  nlohmann::json j = nlohmann::json::parse(file);
+  return j.is_array() ? j : j["checks"];
+}
+
+}  // namespace
+
+TEST(Pipeline, GenerateMatchesEveryDiffusersCase) {
+  Fixture f = open("diffusers-tiny/model");
+  int checked = 0;
+  for (const auto& c : cases("diffusers-tiny")) {
+    if (c["kind"] != "generate") continue;
+    SCOPED_TRACE(c["file"].get<std::string>());
+    gd::core::GenerateOptions options;
+    options.sampler = c["sampler"];
+    options.steps = c["steps"];
+    options.eta = c["eta"];
+    options.seed = c["seed"];
+    options.batch = c["batch"];
+    options.width = c["width"];
+    options.height = c["height"];
+    at::Tensor image = gd::core::generate(f.model, options);
+    const std::string file = "diffusers-tiny/" + c["file"].get<std::string>();
+    EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 7);
+}
+
+TEST(Pipeline, Img2ImgMatchesEveryDiffusersCase) {
+  Fixture f = open("diffusers-tiny/model");
+  int checked = 0;
+  for (const auto& c : cases("diffusers-tiny")) {
+    if (c["kind"] != "img2img") continue;
+    SCOPED_TRACE(c["file"].get<std::string>());
+    const std::string file = "diffusers-tiny/" + c["file"].get<std::string>();
+    gd::core::RunOptions options;
+    options.sampler = c["sampler"];
+    options.steps = c["steps"];
+    options.eta = c["eta"];
+    options.seed = c["seed"];
+    at::Tensor image = gd::core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
+    EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
+
+TEST(Pipeline, GenerateMatchesEveryDdpmPytorchCase) {
+  Fixture f = open("lucidrains-tiny/model-1.pt");
+  int checked = 0;
+  for (const auto& c : cases("lucidrains-tiny")) {
+    if (c["kind"] != "generate") continue;
+    SCOPED_TRACE(c["file"].get<std::string>());
+    gd::core::GenerateOptions options;
+    options.sampler = c["sampler"];
+    options.steps = c["steps"];
+    options.eta = c["eta"];
+    options.seed = c["seed"];
+    options.batch = c["batch"];
+    options.width = c["width"];
+    options.height = c["height"];
+    at::Tensor image = gd::core::generate(f.model, options);
+    const std::string file = "lucidrains-tiny/" + c["file"].get<std::string>();
+    EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
+
+// Sizes that are not multiples of the downsampling factor are sampled at the next multiple
+// and cropped: the result is the top-left corner of the padded run, for the same seed.
+TEST(Pipeline, AnySizeIsTheCropOfTheNextMultiple) {
+  Fixture f = open("diffusers-tiny/model");
+  gd::core::GenerateOptions options;
+  options.sampler = "ddim";
+  options.steps = 5;
+  options.seed = 99;
+  options.width = 15;
+  options.height = 9;
+  at::Tensor odd = gd::core::generate(f.model, options);
+  EXPECT_EQ(odd.sizes(), (std::vector<int64_t>{1, 3, 9, 15}));
+  options.width = 16;
+  options.height = 10;
+  at::Tensor padded = gd::core::generate(f.model, options);
+  EXPECT_TRUE(at::equal(odd, padded.narrow(2, 0, 9).narrow(3, 0, 15)));
+}
+
+TEST(Pipeline, DefaultSizeIsNativeSize) {
+  Fixture f = open("diffusers-tiny/model");
+  gd::core::GenerateOptions options;
+  options.sampler = "ddim";
+  options.steps = 2;
+  EXPECT_EQ(gd::core::generate(f.model, options).sizes(), (std::vector<int64_t>{1, 3, 16, 16}));
+}
+
+TEST(Pipeline, Img2ImgAndDenoiseKeepOddSizes) {
+  Fixture f = open("diffusers-tiny/model");
+  at::Tensor image = at::rand({1, 3, 13, 7});
+  gd::core::RunOptions options;
+  options.sampler = "ddim";
+  options.steps = 4;
+  EXPECT_EQ(gd::core::img2img(f.model, image, 0.5, options).sizes(), image.sizes());
+  EXPECT_EQ(gd::core::denoise(f.model, image, 0.2, options).image.sizes(), image.sizes());
+}
+
+TEST(Pipeline, ChannelAdaptation) {
+  std::string note;
+  at::Tensor gray = at::rand({1, 1, 4, 4});
+  at::Tensor rgb = gd::core::to_model_channels(gray, 3, &note);
+  EXPECT_EQ(rgb.size(1), 3);
+  EXPECT_FALSE(note.empty());
+  EXPECT_TRUE(at::allclose(gd::core::from_model_channels(rgb, 1), gray));
+  at::Tensor colour = at::rand({1, 3, 4, 4});
+  EXPECT_TRUE(at::allclose(gd::core::to_model_channels(colour, 1, &note), colour.mean(1, true)));
+  EXPECT_THROW(gd::core::to_model_channels(at::rand({1, 2, 4, 4}), 3, &note), gd::Error);
+}
+
+TEST(Pipeline, BadOptionsAreRefusedBeforeWork) {
+  Fixture f = open("diffusers-tiny/model");
+  gd::core::GenerateOptions options;
+  options.steps = 2;
+  options.sampler = "nonsense";
+  EXPECT_THROW(gd::core::generate(f.model, options), gd::Error);
+  options.sampler = "ddim";
+  options.width = options.height = 100000;
+  try {
+    gd::core::generate(f.model, options);
+    FAIL() << "a 100000 x 100000 image must be refused";
+  } catch (const gd::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
+  }
+  options.width = options.height = 16;
+  options.batch = 0;
+  EXPECT_THROW(gd::core::generate(f.model, options), gd::Error);
+  options.batch = 1;
+  options.eta = -1;
+  EXPECT_THROW(gd::core::generate(f.model, options), gd::Error);
+  gd::core::RunOptions run;
+  run.sampler = "ddim";
+  run.steps = 4;
+  at::Tensor image = at::rand({1, 3, 16, 16});
+  EXPECT_THROW(gd::core::img2img(f.model, image, 0.0, run), gd::Error);
+  EXPECT_THROW(gd::core::img2img(f.model, image, 1.5, run), gd::Error);
+  EXPECT_THROW(gd::core::denoise(f.model, image, -0.1, run), gd::Error);
+  run.steps = 1000;  // more than the model's 100 training steps
+  EXPECT_THROW(gd::core::img2img(f.model, image, 0.5, run), gd::Error);
+}
+
+TEST(Pipeline, CancelStopsTheRun) {
+  Fixture f = open("diffusers-tiny/model");
+  gd::core::GenerateOptions options;
+  options.sampler = "ddim";
+  options.steps = 10;
+  int calls = 0;
+  options.on_step = [&calls](int done, int) { ++calls; return done < 3; };
+  EXPECT_THROW(gd::core::generate(f.model, options), gd::Cancelled);
+  EXPECT_EQ(calls, 3);
+}

@@ -1,0 +1,167 @@
+// gimp-diffusion-benchmark: where the time of a sampling run goes.
+//
+//   gimp-diffusion-benchmark --model PATH [--width W] [--height H] [--batch N]
+//                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
+//
+// Reports network time per step, sampler overhead per step (everything in the loop that is
+// not the network), total time, peak resident memory (host RSS), and the
+// network's achieved GFLOP/s. FLOPs are counted from the shapes of the convolutions, matrix
+// products and attention calls LibTorch actually runs (a RecordFunction observer), so they hold
+// for any architecture, TorchScript included. One warm-up step runs first and is not counted.
+// This is a benchmark, not a test: it asserts nothing.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <ATen/record_function.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "core/pipeline.h"
+#include "models/model_loader.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<double> g_flops{0.0};
+std::atomic<bool> g_counting{false};
+
+double product(const c10::IntArrayRef& sizes, std::size_t from = 0) {
+  double p = 1;
+  for (std::size_t i = from; i < sizes.size(); ++i) p *= static_cast<double>(sizes[i]);
+  return p;
+}
+
+// FLOPs of the leaf operations that carry nearly all of a UNet's arithmetic. Higher-level
+// ops (linear, matmul, conv2d) are not counted: they dispatch to these.
+void count_flops(const at::RecordFunction& fn) {
+  if (!g_counting) return;
+  const std::string name = fn.name();
+  const auto inputs = fn.inputs();
+  const auto outputs = fn.outputs();
+  auto tensor = [](const c10::IValue& v) { return v.isTensor() ? v.toTensor() : at::Tensor(); };
+  double flops = 0;
+  if (name == "aten::convolution" && inputs.size() >= 2 && !outputs.empty()) {
+    at::Tensor w = tensor(inputs[1]), out = tensor(outputs[0]);
+    if (w.defined() && out.defined()) flops = 2.0 * product(out.sizes()) * product(w.sizes(), 1);
+  } else if ((name == "aten::mm" || name == "aten::addmm") && !outputs.empty()) {
+    at::Tensor a = tensor(inputs[name == "aten::mm" ? 0 : 1]), out = tensor(outputs[0]);
+    if (a.defined() && out.defined()) flops = 2.0 * product(out.sizes()) * a.size(-1);
+  } else if ((name == "aten::bmm" || name == "aten::baddbmm") && !outputs.empty()) {
+    at::Tensor a = tensor(inputs[name == "aten::bmm" ? 0 : 1]), out = tensor(outputs[0]);
+    if (a.defined() && out.defined()) flops = 2.0 * product(out.sizes()) * a.size(-1);
+  } else if (name.find("scaled_dot_product") != std::string::npos && inputs.size() >= 3) {
+    at::Tensor q = tensor(inputs[0]), k = tensor(inputs[1]);
+    if (q.defined() && k.defined() && q.dim() >= 2) {
+      // QK^T and PV: 2 * 2 * (batch dims) * L * S * E
+      flops = 4.0 * product(q.sizes()) * k.size(-2);
+    }
+  }
+  if (flops > 0) g_flops = g_flops + flops;
+}
+
+// Through the hooks interface, so the benchmark also builds against a CPU-only LibTorch.
+void sync_cuda() { at::detail::getCUDAHooks().deviceSynchronize(0); }
+
+std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (argv[i] == "--" + name) return argv[i + 1];
+  }
+  return fallback;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string model_path = arg(argc, argv, "model", "");
+    if (model_path.empty()) {
+      std::fprintf(stderr, "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
+                           "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]\n");
+      return 2;
+    }
+    const int threads = std::stoi(arg(argc, argv, "threads", "0"));
+    if (threads > 0) at::set_num_threads(threads);
+    const std::string device_name = arg(argc, argv, "device", "cpu");
+    if (device_name == "cuda" && !at::hasCUDA()) throw std::runtime_error("no CUDA device");
+    gd::models::LoadOptions load;
+    load.device = device_name == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    gd::models::LoadedModel loaded = gd::models::load_model(model_path, load);
+    gd::models::Network* net = loaded.network.get();
+
+    double network_seconds = 0;
+    int network_calls = 0;
+    const bool cuda = load.device.is_cuda();
+    gd::core::PipelineModel model;
+    model.network = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+      if (cuda) sync_cuda();
+      const auto start = Clock::now();
+      at::Tensor out = net->forward(x, t, sc);
+      if (cuda) sync_cuda();
+      network_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      ++network_calls;
+      return out;
+    };
+    model.schedule = loaded.schedule;
+    model.channels = loaded.info.in_channels;
+    model.downsampling_factor = loaded.info.downsampling_factor;
+    model.native_width = loaded.info.native_width;
+    model.native_height = loaded.info.native_height;
+    model.device = load.device;
+
+    gd::core::GenerateOptions options;
+    options.sampler = arg(argc, argv, "sampler", "dpmpp_2m");
+    options.steps = std::stoi(arg(argc, argv, "steps", "20"));
+    options.width = std::stoi(arg(argc, argv, "width", "0"));
+    options.height = std::stoi(arg(argc, argv, "height", "0"));
+    options.batch = std::stoi(arg(argc, argv, "batch", "1"));
+    options.seed = 0;
+
+    at::addGlobalCallback(at::RecordFunctionCallback([](const at::RecordFunction&)
+                                                         -> std::unique_ptr<at::ObserverContext> { return nullptr; },
+                                                     [](const at::RecordFunction& fn, at::ObserverContext*) { count_flops(fn); })
+                              .needsInputs(true)
+                              .needsOutputs(true));
+
+    // Warm-up: one step, not counted (first-call allocations, kernel selection).
+    gd::core::GenerateOptions warm = options;
+    warm.steps = 1;
+    gd::core::generate(model, warm);
+    network_seconds = 0;
+    network_calls = 0;
+
+    g_counting = true;
+    const auto start = Clock::now();
+    at::Tensor images = gd::core::generate(model, options);
+    if (cuda) sync_cuda();
+    const double total = std::chrono::duration<double>(Clock::now() - start).count();
+    g_counting = false;
+
+    struct rusage usage {};
+    getrusage(RUSAGE_SELF, &usage);
+    const int steps = network_calls > 0 ? network_calls : 1;
+    std::printf("model:               %s (%s, %lld parameters)\n", model_path.c_str(),
+                loaded.info.architecture.c_str(), static_cast<long long>(loaded.info.parameter_count));
+    std::printf("run:                 %lldx%lld, batch %d, %s, %d network calls, device %s, %d threads\n",
+                static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
+                options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
+                at::get_num_threads());
+    std::printf("network per step:    %.4f s\n", network_seconds / steps);
+    std::printf("sampler per step:    %.4f s\n", (total - network_seconds) / steps);
+    std::printf("total:               %.3f s\n", total);
+    std::printf("peak memory (RSS):   %.1f MiB\n", usage.ru_maxrss / 1024.0);
+    std::printf("network GFLOP/step:  %.3f\n", g_flops / 1e9 / steps);
+    std::printf("achieved GFLOP/s:    %.1f\n", network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0);
+    return 0;
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    std::fprintf(stderr, "gimp-diffusion-benchmark: error: %s\n", message.substr(0, message.find('\n')).c_str());
+    return 1;
+  }
+}

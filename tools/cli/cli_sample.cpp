@@ -1,0 +1,258 @@
+// gimp-diffusion-cli generate | img2img | denoise.
+//
+// Inputs and outputs are PNG (8- or 16-bit) or .safetensors (tensor "image", float32,
+// N x C x H x W in [0, 1]). Alpha is split off before the engine and put back untouched.
+// Every option is validated, the output path is checked writable, and the model is loaded
+// before any sampling starts, so a bad input fails fast and leaves no file behind.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "core/error.h"
+#include "core/pipeline.h"
+#include "core/samplers.h"
+#include "models/model_loader.h"
+#include "tools/cli/cli_args.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/image_tensor.h"
+#include "tools/cli/progress.h"
+
+namespace gd::cli {
+
+namespace {
+
+const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
+                                             "objective", "device", "output", "bit-depth"};
+
+long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE) {
+    throw UsageError("--" + name + " must be a whole number, not '" + text + "'");
+  }
+  if (value < lo || value > hi) {
+    throw UsageError("--" + name + " must be between " + std::to_string(lo) + " and " +
+                     std::to_string(hi) + ", not " + text);
+  }
+  return value;
+}
+
+double parse_real(const std::string& name, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(value)) {
+    throw UsageError("--" + name + " must be a number, not '" + text + "'");
+  }
+  return value;
+}
+
+c10::Device parse_device(const std::string& text) {
+  if (text == "cpu") return c10::Device(c10::kCPU);
+  if (text == "cuda") {
+    if (!at::hasCUDA()) {
+      throw Error("--device cuda: no CUDA device is available (this build or machine has none); "
+                  "use --device cpu or auto");
+    }
+    return c10::Device(c10::kCUDA, 0);
+  }
+  if (text == "auto") return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  throw UsageError("--device must be auto, cpu or cuda, not '" + text + "'");
+}
+
+struct Common {
+  models::LoadOptions load;
+  core::RunOptions run;
+  std::string model_path;
+  std::string output;
+  int bit_depth = 0;  // 0: the input's, or 8
+};
+
+Common parse_common(const Args& args) {
+  Common c;
+  c.model_path = args.required("model");
+  c.output = args.required("output");
+  const std::string ext = output_extension(c.output);
+  (void)ext;  // validates the extension early
+  c.load.weights = args.value("weights").value_or("");
+  if (!c.load.weights.empty() && c.load.weights != "ema" && c.load.weights != "model") {
+    throw UsageError("--weights must be 'ema' or 'model', not '" + c.load.weights + "'");
+  }
+  if (auto objective = args.value("objective")) {
+    if (*objective != "pred_noise" && *objective != "pred_x0" && *objective != "pred_v") {
+      throw UsageError("--objective must be pred_noise, pred_x0 or pred_v, not '" + *objective + "'");
+    }
+    c.load.objective = *objective;
+  }
+  c.load.device = parse_device(args.value("device").value_or("auto"));
+  if (auto sampler = args.value("sampler")) {
+    const auto& names = core::sampler_names();
+    if (std::find(names.begin(), names.end(), *sampler) == names.end()) {
+      std::string list;
+      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      throw UsageError("--sampler must be one of " + list + ", not '" + *sampler + "'");
+    }
+    c.run.sampler = *sampler;
+  }
+  if (auto steps = args.value("steps")) c.run.steps = static_cast<int>(parse_integer("steps", *steps, 1, 100000));
+  if (auto eta = args.value("eta")) {
+    c.run.eta = parse_real("eta", *eta);
+    if (c.run.eta < 0 || c.run.eta > 1) throw UsageError("--eta must be between 0 and 1, not " + *eta);
+  }
+  if (auto seed = args.value("seed")) {
+    c.run.seed = static_cast<std::uint64_t>(parse_integer("seed", *seed, 0, (1LL << 53)));
+  } else {
+    c.run.seed = std::random_device{}() % (1ULL << 32);
+  }
+  if (auto depth = args.value("bit-depth")) {
+    c.bit_depth = static_cast<int>(parse_integer("bit-depth", *depth, 8, 16));
+    if (c.bit_depth != 8 && c.bit_depth != 16) throw UsageError("--bit-depth must be 8 or 16");
+  }
+  return c;
+}
+
+struct Session {
+  models::LoadedModel loaded;
+  core::PipelineModel model;
+};
+
+// Loads the model and wraps its network for the pipelines.
+std::unique_ptr<Session> open_model(const Common& c) {
+  auto session = std::make_unique<Session>();
+  session->loaded = models::load_model(c.model_path, c.load);
+  const models::ModelInfo& info = session->loaded.info;
+  models::Network* network = session->loaded.network.get();
+  core::PipelineModel& m = session->model;
+  m.network = [network](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+    return network->forward(x, t, sc);
+  };
+  m.schedule = session->loaded.schedule;
+  m.channels = info.in_channels;
+  m.downsampling_factor = info.downsampling_factor;
+  m.native_width = info.native_width;
+  m.native_height = info.native_height;
+  m.device = c.load.device;
+  return session;
+}
+
+void report_start(const Common& c, const Session& s, const std::string& what) {
+  const std::string sampler = c.run.sampler.empty() ? core::default_sampler(s.model.schedule) : c.run.sampler;
+  // Checked here, before the first line of progress, so a bad value is the only output.
+  if (c.run.steps > s.model.schedule.num_train_timesteps) {
+    throw UsageError("--steps " + std::to_string(c.run.steps) + " exceeds the model's " +
+                     std::to_string(s.model.schedule.num_train_timesteps) + " training timesteps");
+  }
+  std::fprintf(stderr, "%s: %s, sampler %s, seed %llu, device %s\n", what.c_str(),
+               s.loaded.info.architecture.c_str(), sampler.c_str(),
+               static_cast<unsigned long long>(c.run.seed), c.load.device.str().c_str());
+}
+
+void save(const Common& c, const at::Tensor& colour, const at::Tensor& alpha, int input_depth) {
+  // Keep the input's precision: 16-bit and float inputs give 16-bit PNGs.
+  const int depth = c.bit_depth ? c.bit_depth : (input_depth > 8 ? 16 : 8);
+  write_image_tensor(c.output, alpha.defined() ? at::cat({colour, alpha}, 1) : colour, depth);
+}
+
+int run_generate(const std::vector<std::string>& argv) {
+  std::set<std::string> valued = kCommonValued;
+  valued.insert({"width", "height", "batch"});
+  Args args(argv, valued, {}, {{"-o", "output"}});
+  Common c = parse_common(args);
+  core::GenerateOptions options;
+  static_cast<core::RunOptions&>(options) = c.run;
+  if (auto w = args.value("width")) options.width = static_cast<int>(parse_integer("width", *w, 1, 65536));
+  if (auto h = args.value("height")) options.height = static_cast<int>(parse_integer("height", *h, 1, 65536));
+  if (auto b = args.value("batch")) options.batch = static_cast<int>(parse_integer("batch", *b, 1, 1024));
+  check_writable(c.output);
+  auto session = open_model(c);
+  report_start(c, *session, "generate");
+  Progress progress("generate");
+  options.on_step = [&progress](int done, int total) { return progress.update(done, total); };
+  at::Tensor images = core::generate(session->model, options);
+  progress.finish();
+  save(c, images, at::Tensor(), 0);
+  return 0;
+}
+
+// Reads --input and splits it into colour [N, C, H, W] and alpha [N, 1, H, W] (or undefined).
+struct Input {
+  at::Tensor colour, alpha;
+  int bit_depth = 0;
+};
+
+Input read_input(const Args& args) {
+  LoadedImage image = read_image_tensor(args.required("input"));
+  Input in;
+  in.bit_depth = image.bit_depth;
+  const std::int64_t c = image.pixels.size(1);
+  const bool has_alpha = image.has_alpha;
+  in.colour = image.pixels.narrow(1, 0, has_alpha ? c - 1 : c);
+  if (has_alpha) in.alpha = image.pixels.narrow(1, c - 1, 1);
+  return in;
+}
+
+int run_img2img(const std::vector<std::string>& argv) {
+  std::set<std::string> valued = kCommonValued;
+  valued.insert({"input", "strength"});
+  Args args(argv, valued, {}, {{"-o", "output"}, {"-i", "input"}});
+  Common c = parse_common(args);
+  const double strength = parse_real("strength", args.value("strength").value_or("0.6"));
+  if (!(strength > 0 && strength <= 1)) {
+    throw UsageError("--strength must be in (0, 1], not " + args.value("strength").value_or(""));
+  }
+  Input in = read_input(args);
+  check_writable(c.output);
+  auto session = open_model(c);
+  std::string note;
+  at::Tensor colour = core::to_model_channels(in.colour, session->model.channels, &note);
+  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
+  report_start(c, *session, "img2img");
+  Progress progress("img2img");
+  c.run.on_step = [&progress](int done, int total) { return progress.update(done, total); };
+  at::Tensor out = core::img2img(session->model, colour, strength, c.run);
+  progress.finish();
+  save(c, core::from_model_channels(out, static_cast<int>(in.colour.size(1))), in.alpha, in.bit_depth);
+  return 0;
+}
+
+int run_denoise(const std::vector<std::string>& argv) {
+  std::set<std::string> valued = kCommonValued;
+  valued.insert({"input", "sigma"});
+  Args args(argv, valued, {}, {{"-o", "output"}, {"-i", "input"}});
+  Common c = parse_common(args);
+  std::optional<double> sigma;
+  const std::string sigma_text = args.value("sigma").value_or("auto");
+  if (sigma_text != "auto") {
+    sigma = parse_real("sigma", sigma_text);
+    if (*sigma < 0 || *sigma > 1) throw UsageError("--sigma must be auto or in [0, 1], not " + sigma_text);
+  }
+  Input in = read_input(args);
+  check_writable(c.output);
+  auto session = open_model(c);
+  std::string note;
+  at::Tensor colour = core::to_model_channels(in.colour, session->model.channels, &note);
+  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
+  report_start(c, *session, "denoise");
+  Progress progress("denoise");
+  c.run.on_step = [&progress](int done, int total) { return progress.update(done, total); };
+  core::DenoiseResult result = core::denoise(session->model, colour, sigma, c.run);
+  progress.finish();
+  std::fprintf(stderr, "denoise: sigma %.4f (%s), %d steps from timestep %.0f\n", result.sigma,
+               result.estimated ? "estimated" : "given", result.steps_run, result.start_timestep);
+  save(c, core::from_model_channels(result.image, static_cast<int>(in.colour.size(1))), in.alpha,
+       in.bit_depth);
+  return 0;
+}
+
+}  // namespace
+
+int run_sample_command(const std::string& command, const std::vector<std::string>& args) {
+  if (command == "generate") return run_generate(args);
+  if (command == "img2img") return run_img2img(args);
+  return run_denoise(args);
+}
+
+}  // namespace gd::cli
