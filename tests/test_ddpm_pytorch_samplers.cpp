@@ -299,7 +299,8 @@ TEST(DdpmPytorchSamplers, SelfConditioningLearnedVarianceAndDraws) {
     at::Tensor out = toy_output(img, at::full({shape[0]}, t, at::kLong), x_start);
     std::vector<at::Tensor> halves = out.chunk(2, 1);
     at::Tensor frac = (halves[1] + 1) * 0.5;
-    at::Tensor log_var = frac * log_betas[t] + (1 - frac) * buf.at("posterior_log_variance_clipped")[t];
+    at::Tensor log_var =
+        frac * log_betas[t] + (1 - frac) * buf.at("posterior_log_variance_clipped")[t];
     at::Tensor x0 = (buf.at("sqrt_recip_alphas_cumprod")[t] * img -
                      buf.at("sqrt_recipm1_alphas_cumprod")[t] * halves[0])
                         .clamp(-1, 1);
@@ -400,7 +401,8 @@ TEST(DdpmPytorchSamplers, BadInput) {
   expect_error([&] { sampler->run(at::zeros({1, 3, 4, 4}), 0, zeros, g, {}); }, "set_timesteps");
   expect_error([&] { sampler->set_timesteps(0); }, "steps must be between 1 and 10, got 0");
   expect_error([&] { sampler->set_timesteps(11); }, "got 11");
-  expect_error([&] { make_ddpm_pytorch_sampler("euler", schedule, {}); }, "unknown sampler 'euler'");
+  expect_error([&] { make_ddpm_pytorch_sampler("euler", schedule, {}); },
+               "unknown sampler 'euler'");
   SamplerOptions bad_eta;
   bad_eta.eta = -0.5;
   expect_error([&] { make_ddpm_pytorch_sampler("ddim", schedule, bad_eta); }, "eta");

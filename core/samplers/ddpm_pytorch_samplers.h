@@ -12,6 +12,7 @@
 // "ddpm", steps < T: the package has no strided ancestral sampler; we run ddim_sample with
 //   eta = 1 (DDIM eq. 16: sigma_t = sqrt((1 - a/a_next)(1 - a_next)/(1 - a)), the DDPM posterior
 //   variance for the strided chain) on ddim_sample's time pairs.
+//   "ddpm" ignores SamplerOptions::eta.
 // "ddim": ddim_sample with the SamplerOptions eta: time pairs from
 //   torch.linspace(-1, T-1, steps+1) (float32, truncated to int, reversed), x0 clamped and eps
 //   re-derived from it, a randn draw at every step but the last one even when eta == 0, and the
@@ -73,7 +74,8 @@ class DdpmPytorchSamplerBase : public Sampler {
 
   void set_timesteps(int steps) override;
   const at::Tensor& timesteps() const override { return timesteps_; }
-  // q_sample at timesteps()[index]: sqrt_alphas_cumprod[t] * x0 + sqrt_one_minus_alphas_cumprod[t] * noise.
+  // q_sample at t = timesteps()[index]:
+  // sqrt_alphas_cumprod[t] * x0 + sqrt_one_minus_alphas_cumprod[t] * noise.
   at::Tensor add_noise(const at::Tensor& x0, const at::Tensor& noise, int index) const override;
   // Runs the pairs from timesteps()[first] on; returns the final x in [-1, 1] model space.
   at::Tensor run(at::Tensor x, int first, const ModelFn& model, at::Generator& generator,

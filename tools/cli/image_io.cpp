@@ -226,6 +226,16 @@ Image read_png(const std::string& path) {
   if (file->size() < kSignatureBytes || png_sig_cmp(file->data(), 0, kSignatureBytes) != 0) {
     throw Error(path + ": not a PNG file (no PNG signature)");
   }
+  // The size check runs on the IHDR bytes themselves, before libpng is even started: a
+  // 33-byte file claiming 100000x100000 pixels is refused from its header alone, whatever
+  // follows it. (PNG requires IHDR first; libpng refuses files where it is not.)
+  const std::uint8_t* b = file->data();
+  if (file->size() >= 24 && std::memcmp(b + 12, "IHDR", 4) == 0) {
+    auto be32 = [](const std::uint8_t* p) {
+      return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+    };
+    check_dimensions(path, be32(b + 16), be32(b + 20), 1);
+  }
   PngIo io;
   io.data = file->data();
   io.size = file->size();
@@ -246,7 +256,7 @@ Image read_png(const std::string& path) {
 
   PngLayout layout;
   if (!png_phase_header(reader.png, reader.info, &layout)) throw fail("header");
-  check_dimensions(path, layout.width, layout.height, 1);
+  check_dimensions(path, layout.width, layout.height, 1);  // the same numbers, as libpng read them
   if (!png_phase_transforms(reader.png, reader.info, &layout)) throw fail("header");
   // The transforms above always yield 8 or 16 bits and 1..4 channels; checked anyway because
   // the buffers below are sized from these numbers.
