@@ -127,7 +127,7 @@ class Generate(unittest.TestCase):
     def test_matches_ddpm_pytorch_reference(self):
         out = os.path.join(self.tmp, "out.safetensors")
         code, _, err = run("generate", "--model", DDPM, "--sampler", "ddim", "--steps", "10",
-                           "--seed", "1002", "--batch", "2", "-o", out)
+                           "--seed", "1002", "--batch", "2", "--width", "16", "--height", "16", "-o", out)
         self.assertEqual(code, 0, err)
         _, ours = read_tensor(out, "image")
         _, ref = read_tensor(os.path.join(DATA, "lucidrains-tiny", "generate_ddim_10_eta0_16x16.safetensors"), "image")
@@ -224,7 +224,7 @@ class BadOptions(unittest.TestCase):
         self.tmp = tempfile.mkdtemp()
         self.out = os.path.join(self.tmp, "out.png")
         self.source = os.path.join(self.tmp, "in.png")
-        write_png(self.source, 8, 8, 3, 8, [[x * 20 for x in range(24)] for _ in range(8)])
+        write_png(self.source, 8, 8, 3, 8, [[x * 10 for x in range(24)] for _ in range(8)])
 
     def tearDown(self):
         import shutil

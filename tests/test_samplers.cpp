@@ -8,6 +8,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -93,12 +94,17 @@ void expect_same_timesteps(const at::Tensor& actual, const at::Tensor& expected,
 // The image and, where stored, the un-clamped final sample against the fixture.
 void expect_final(const at::Tensor& x, const gd::models::TensorMap& fx, const std::string& what) {
   at::Tensor image = (x / 2 + 0.5).clamp(0, 1);
-  EXPECT_LE(max_abs_diff(image, get(fx, "image")), 2e-3) << what;
+  const double image_error = max_abs_diff(image, get(fx, "image"));
+  EXPECT_LE(image_error, 2e-3) << what;
+  std::printf("  %s: image max abs error %.3g", what.c_str(), image_error);
   if (has(fx, "x_final")) {
     at::Tensor expected = get(fx, "x_final");
     const double scale = expected.abs().max().item<double>();
-    EXPECT_LE(max_abs_diff(x, expected), 2e-3 * scale) << what << " x_final";
+    const double x_error = max_abs_diff(x, expected);
+    EXPECT_LE(x_error, 2e-3 * scale) << what << " x_final";
+    std::printf(", x_final %.3g (of max %.3g)", x_error, scale);
   }
+  std::printf("\n");
 }
 
 // The dummy network of diffusers' scheduler tests: deterministic, depends on x and t.
@@ -410,7 +416,7 @@ TEST(SamplerHarness, ConfigurationsRun) {
     }
   }
   // DDPM variance types, learned ones with a 2*C-channel network output.
-  for (const std::string& variance :
+  for (const char* variance :
        {"fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"}) {
     SCOPED_TRACE(variance);
     ScheduleConfig s = dummy_schedule();
@@ -438,7 +444,7 @@ TEST(SamplerHarness, AddNoise) {
   const ScheduleConfig s = dummy_schedule();
   at::Tensor ac = gd::core::cumulative_alphas(gd::core::make_betas(s));
   at::Tensor x0 = dummy_sample(1), noise = dummy_sample(1).flip(2);
-  for (const std::string& name : {"ddpm", "ddim"}) {
+  for (const char* name : {"ddpm", "ddim"}) {
     auto sampler = gd::core::make_sampler(name, s, {});
     sampler->set_timesteps(10);
     const int64_t t = sampler->timesteps()[3].item<int64_t>();
@@ -464,7 +470,7 @@ TEST(SamplerFactory, DdpmPytorchFamilyUsesTrailingSpacing) {
   s.beta_schedule = gd::core::BetaSchedule::Given;
   at::Tensor betas = at::linspace(1e-4, 0.02, 100, at::kDouble);
   s.given_betas.assign(betas.data_ptr<double>(), betas.data_ptr<double>() + 100);
-  for (const std::string& name : {"dpmpp_2m", "euler", "euler_a"}) {
+  for (const char* name : {"dpmpp_2m", "euler", "euler_a"}) {
     auto sampler = gd::core::make_sampler(name, s, {});
     sampler->set_timesteps(10);
     EXPECT_EQ(sampler->timesteps()[0].item<double>(), 99.0) << name;

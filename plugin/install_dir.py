@@ -1,0 +1,11 @@
+"""Prints where meson installs the plug-in: the user's GIMP 3 plug-in folder, or the system one
+when GD_PLUGIN_INSTALL=system. argv[1]: gimp-3.0's gimplibdir."""
+import os
+import sys
+
+if os.environ.get("GD_PLUGIN_INSTALL", "user") == "system":
+    root = os.path.join(sys.argv[1], "plug-ins")
+else:
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    root = os.path.join(config, "GIMP", "3.0", "plug-ins")
+print(os.path.join(root, "gimp-diffusion"))

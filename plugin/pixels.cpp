@@ -1,0 +1,61 @@
+#include "plugin/pixels.h"
+
+#include <stdexcept>
+
+namespace gd::plugin {
+
+const Babl* float_format(GimpDrawable* drawable, bool with_alpha) {
+  const bool rgb = gimp_drawable_is_rgb(drawable);
+  const char* name = rgb ? (with_alpha ? "R'G'B'A float" : "R'G'B' float")
+                         : (with_alpha ? "Y'A float" : "Y' float");
+  return babl_format_with_space(name, gimp_drawable_get_format(drawable));
+}
+
+PixelBuffer read_region(GimpDrawable* drawable, const Region& region) {
+  PixelBuffer out;
+  out.width = region.width;
+  out.height = region.height;
+  out.has_alpha = gimp_drawable_has_alpha(drawable);
+  out.channels = (gimp_drawable_is_rgb(drawable) ? 3 : 1) + (out.has_alpha ? 1 : 0);
+  out.pixels.resize(static_cast<std::size_t>(region.width) * region.height * out.channels);
+  GeglBuffer* buffer = gimp_drawable_get_buffer(drawable);
+  const GeglRectangle rect = {region.x, region.y, region.width, region.height};
+  gegl_buffer_get(buffer, &rect, 1.0, float_format(drawable, out.has_alpha), out.pixels.data(),
+                  GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+  g_object_unref(buffer);
+  return out;
+}
+
+namespace {
+
+void check_shape(GimpDrawable* drawable, const Region& region, const PixelBuffer& pixels) {
+  const int want = (gimp_drawable_is_rgb(drawable) ? 3 : 1) + (pixels.has_alpha ? 1 : 0);
+  if (pixels.width != region.width || pixels.height != region.height || pixels.channels != want) {
+    throw std::runtime_error("internal error: result does not match the drawable");
+  }
+}
+
+}  // namespace
+
+void write_region_masked(GimpDrawable* drawable, const Region& region, const PixelBuffer& pixels) {
+  check_shape(drawable, region, pixels);
+  GeglBuffer* shadow = gimp_drawable_get_shadow_buffer(drawable);
+  const GeglRectangle rect = {region.x, region.y, region.width, region.height};
+  gegl_buffer_set(shadow, &rect, 0, float_format(drawable, pixels.has_alpha), pixels.pixels.data(),
+                  GEGL_AUTO_ROWSTRIDE);
+  g_object_unref(shadow);  // flushes
+  gimp_drawable_merge_shadow(drawable, TRUE);
+  gimp_drawable_update(drawable, region.x, region.y, region.width, region.height);
+}
+
+void write_region_direct(GimpDrawable* drawable, const Region& region, const PixelBuffer& pixels) {
+  check_shape(drawable, region, pixels);
+  GeglBuffer* buffer = gimp_drawable_get_buffer(drawable);
+  const GeglRectangle rect = {region.x, region.y, region.width, region.height};
+  gegl_buffer_set(buffer, &rect, 0, float_format(drawable, pixels.has_alpha), pixels.pixels.data(),
+                  GEGL_AUTO_ROWSTRIDE);
+  g_object_unref(buffer);
+  gimp_drawable_update(drawable, region.x, region.y, region.width, region.height);
+}
+
+}  // namespace gd::plugin

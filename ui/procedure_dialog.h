@@ -1,0 +1,24 @@
+// The plug-in's dialog: widgets built from the procedure's config only, no engine code.
+//
+// Groups: Model (path + a label describing the model), Sampling (sampler, steps, eta, seed,
+// device) and the action's own options (strength / noise level, output). The label is filled
+// by `describe`, a callback the plug-in provides (it loads the model through the engine
+// bridge), called again shortly after the model path or the device changes.
+#pragma once
+
+#include <libgimp/gimp.h>
+
+#include <functional>
+#include <string>
+
+namespace gd::ui {
+
+// (model path as typed, device nick) -> one line for the model label.
+using DescribeFn = std::function<std::string(const std::string& model, const std::string& device)>;
+
+// Shows the dialog; true when the user pressed OK (the config then holds the choices).
+// gimp_ui_init must have been called.
+bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
+                          const char* title, DescribeFn describe);
+
+}  // namespace gd::ui
