@@ -126,6 +126,14 @@ std::string spacing_description(const core::ScheduleConfig& schedule) {
   return text;
 }
 
+// The schedule part of the description, for the formats that carry a diffusers scheduler config.
+void describe_schedule(const core::ScheduleConfig& schedule, ModelInfo& info) {
+  info.prediction_type = schedule.prediction_type;
+  info.beta_schedule = core::beta_schedule_name(schedule.beta_schedule);
+  info.num_train_timesteps = schedule.num_train_timesteps;
+  info.default_spacing = spacing_description(schedule);
+}
+
 LoadedModel load_diffusers(const fs::path& dir, const LoadOptions& options) {
   const DiffusersPaths paths = find_diffusers_paths(dir);
   const UNet2DConfig config = parse_unet2d_config(read_text(paths.config), paths.config.string());
@@ -159,10 +167,7 @@ LoadedModel load_diffusers(const fs::path& dir, const LoadOptions& options) {
   info.native_height = static_cast<int>(config.sample_height);
   info.native_width = static_cast<int>(config.sample_width);
   info.downsampling_factor = static_cast<int>(config.downsampling_factor());
-  info.prediction_type = model.schedule.prediction_type;
-  info.beta_schedule = core::beta_schedule_name(model.schedule.beta_schedule);
-  info.num_train_timesteps = model.schedule.num_train_timesteps;
-  info.default_spacing = spacing_description(model.schedule);
+  describe_schedule(model.schedule, info);
   model.network = std::move(network);
   return model;
 }
@@ -282,10 +287,7 @@ LoadedModel load_torchscript(const fs::path& dir, const LoadOptions& options) {
   if (config.contains("sample_size")) {
     std::tie(info.native_height, info.native_width) = parse_size(config["sample_size"], where);
   }
-  info.prediction_type = model.schedule.prediction_type;
-  info.beta_schedule = core::beta_schedule_name(model.schedule.beta_schedule);
-  info.num_train_timesteps = model.schedule.num_train_timesteps;
-  info.default_spacing = spacing_description(model.schedule);
+  describe_schedule(model.schedule, info);
   model.network = std::move(network);
   return model;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/mapped_file.h"
 #include "models/safetensors_reader.h"
@@ -23,23 +24,10 @@ using gd::models::TensorMap;
 
 namespace {
 
-std::string data_dir() {
-  const char* env = std::getenv("TEST_DATA_DIR");
-  if (env != nullptr && *env != '\0') return env;
-#ifdef GD_TEST_DATA_DIR
-  return GD_TEST_DATA_DIR;
-#else
-  return "tests/data";
-#endif
-}
+using gd::test::data_dir;
+using gd::test::read_all;
 
 std::string model_path() { return data_dir() + "/diffusers-tiny/model/diffusion_pytorch_model.safetensors"; }
-
-std::vector<std::uint8_t> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
 
 // header JSON + data bytes -> safetensors bytes.
 std::vector<std::uint8_t> make_file(const std::string& header, const std::vector<std::uint8_t>& data) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/torch_zip_reader.h"
 
@@ -26,23 +27,10 @@ using namespace std::string_literals;
 
 namespace {
 
-std::string data_dir() {
-  const char* env = std::getenv("TEST_DATA_DIR");
-  if (env != nullptr && *env != '\0') return env;
-#ifdef GD_TEST_DATA_DIR
-  return GD_TEST_DATA_DIR;
-#else
-  return "tests/data";
-#endif
-}
+using gd::test::data_dir;
+using gd::test::read_all;
 
 std::string model1_path() { return data_dir() + "/lucidrains-tiny/model-1.pt"; }
-
-std::vector<std::uint8_t> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
 
 PickleValue parse_bytes(const std::vector<std::uint8_t>& bytes) {
   auto copy = std::make_shared<std::vector<std::uint8_t>>(bytes);

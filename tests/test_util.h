@@ -3,25 +3,13 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "models/safetensors_reader.h"
 #include "models/tensor_convert.h"
+#include "tests/test_files.h"
 
 namespace gd::test {
-
-// tests/data, from TEST_DATA_DIR (set by meson test) or the path compiled in.
-inline std::string data_dir() {
-  if (const char* dir = std::getenv("TEST_DATA_DIR")) return dir;
-#ifdef GD_TEST_DATA_DIR
-  return GD_TEST_DATA_DIR;
-#else
-  return "tests/data";
-#endif
-}
-
-inline std::string data_path(const std::string& relative) { return data_dir() + "/" + relative; }
 
 // One tensor of a fixture file, as an owning CPU tensor in the file's dtype.
 inline at::Tensor fixture_tensor(const std::string& relative_file, const std::string& name) {

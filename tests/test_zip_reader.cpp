@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/zip_reader.h"
 
@@ -17,23 +18,10 @@ using gd::models::ZipArchive;
 
 namespace {
 
-std::string data_dir() {
-  const char* env = std::getenv("TEST_DATA_DIR");
-  if (env != nullptr && *env != '\0') return env;
-#ifdef GD_TEST_DATA_DIR
-  return GD_TEST_DATA_DIR;
-#else
-  return "tests/data";
-#endif
-}
+using gd::test::data_dir;
+using gd::test::read_all;
 
 std::string model1_path() { return data_dir() + "/lucidrains-tiny/model-1.pt"; }
-
-std::vector<std::uint8_t> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
 
 // --- a tiny zip writer, enough to build the archives the tests need ---
 

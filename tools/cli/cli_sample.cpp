@@ -194,6 +194,36 @@ Input read_input(const Args& args) {
   return in;
 }
 
+// What img2img and denoise share: the input image (colour adapted to the model, alpha kept
+// aside), a writable output, the loaded model and the progress display.
+struct ImageRun {
+  Input input;
+  at::Tensor colour;  // [N, model channels, H, W]
+  std::unique_ptr<Session> session;
+  std::unique_ptr<Progress> progress;
+};
+
+ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
+  ImageRun r;
+  r.input = read_input(args);
+  check_writable(c.output);
+  r.session = open_model(c);
+  std::string note;
+  r.colour = core::to_model_channels(r.input.colour, r.session->model.channels, &note);
+  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
+  report_start(c, *r.session, what);
+  r.progress = std::make_unique<Progress>(what);
+  Progress* progress = r.progress.get();
+  c.run.on_step = [progress](int done, int total) { return progress->update(done, total); };
+  return r;
+}
+
+void finish_image_run(const Common& c, ImageRun& r, const at::Tensor& result) {
+  r.progress->finish();
+  save(c, core::from_model_channels(result, static_cast<int>(r.input.colour.size(1))), r.input.alpha,
+       r.input.bit_depth);
+}
+
 int run_img2img(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"input", "strength"});
@@ -203,18 +233,8 @@ int run_img2img(const std::vector<std::string>& argv) {
   if (!(strength > 0 && strength <= 1)) {
     throw UsageError("--strength must be in (0, 1], not " + args.value("strength").value_or(""));
   }
-  Input in = read_input(args);
-  check_writable(c.output);
-  auto session = open_model(c);
-  std::string note;
-  at::Tensor colour = core::to_model_channels(in.colour, session->model.channels, &note);
-  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
-  report_start(c, *session, "img2img");
-  Progress progress("img2img");
-  c.run.on_step = [&progress](int done, int total) { return progress.update(done, total); };
-  at::Tensor out = core::img2img(session->model, colour, strength, c.run);
-  progress.finish();
-  save(c, core::from_model_channels(out, static_cast<int>(in.colour.size(1))), in.alpha, in.bit_depth);
+  ImageRun r = start_image_run(args, c, "img2img");
+  finish_image_run(c, r, core::img2img(r.session->model, r.colour, strength, c.run));
   return 0;
 }
 
@@ -229,21 +249,12 @@ int run_denoise(const std::vector<std::string>& argv) {
     sigma = parse_real("sigma", sigma_text);
     if (*sigma < 0 || *sigma > 1) throw UsageError("--sigma must be auto or in [0, 1], not " + sigma_text);
   }
-  Input in = read_input(args);
-  check_writable(c.output);
-  auto session = open_model(c);
-  std::string note;
-  at::Tensor colour = core::to_model_channels(in.colour, session->model.channels, &note);
-  if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
-  report_start(c, *session, "denoise");
-  Progress progress("denoise");
-  c.run.on_step = [&progress](int done, int total) { return progress.update(done, total); };
-  core::DenoiseResult result = core::denoise(session->model, colour, sigma, c.run);
-  progress.finish();
+  ImageRun r = start_image_run(args, c, "denoise");
+  core::DenoiseResult result = core::denoise(r.session->model, r.colour, sigma, c.run);
+  r.progress->finish();  // end the bar's line before the summary
   std::fprintf(stderr, "denoise: sigma %.4f (%s), %d steps from timestep %.0f\n", result.sigma,
                result.estimated ? "estimated" : "given", result.steps_run, result.start_timestep);
-  save(c, core::from_model_channels(result.image, static_cast<int>(in.colour.size(1))), in.alpha,
-       in.bit_depth);
+  finish_image_run(c, r, result.image);
   return 0;
 }
 
