@@ -1,9 +1,9 @@
 """Prints where meson installs the plug-in: the user's GIMP 3 plug-in folder, or the system one
-when GD_PLUGIN_INSTALL=system. argv[1]: gimp-3.0's gimplibdir."""
+with the plugin_install option set to system. argv[1]: gimp-3.0's gimplibdir; argv[2]: user|system."""
 import os
 import sys
 
-if os.environ.get("GD_PLUGIN_INSTALL", "user") == "system":
+if len(sys.argv) > 2 and sys.argv[2] == "system":
     root = os.path.join(sys.argv[1], "plug-ins")
 else:
     config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")

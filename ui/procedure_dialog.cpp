@@ -60,7 +60,6 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
 
   // Sampling.
   gimp_procedure_dialog_get_spin_scale(dlg, "steps", 1.0);
-  gimp_procedure_dialog_get_spin_scale(dlg, "seed", 1.0);
   gimp_procedure_dialog_get_label(dlg, "sampling-title", "Sampling", FALSE, FALSE);
   gimp_procedure_dialog_fill_box(dlg, "sampling-box", "sampler", "steps", "eta", "seed", "device",
                                  nullptr);

@@ -56,7 +56,11 @@ void count_flops(const at::RecordFunction& fn) {
   } else if ((name == "aten::bmm" || name == "aten::baddbmm") && !outputs.empty()) {
     at::Tensor a = tensor(inputs[name == "aten::bmm" ? 0 : 1]), out = tensor(outputs[0]);
     if (a.defined() && out.defined()) flops = 2.0 * product(out.sizes()) * a.size(-1);
-  } else if (name.find("scaled_dot_product") != std::string::npos && inputs.size() >= 3) {
+  } else if ((name == "aten::_scaled_dot_product_flash_attention_for_cpu" ||
+              name == "aten::_scaled_dot_product_flash_attention" ||
+              name == "aten::_scaled_dot_product_efficient_attention" ||
+              name == "aten::_scaled_dot_product_cudnn_attention") && inputs.size() >= 3) {
+    // The fused kernels only: the public op and the math fallback dispatch to counted ops.
     at::Tensor q = tensor(inputs[0]), k = tensor(inputs[1]);
     if (q.defined() && k.defined() && q.dim() >= 2) {
       // QK^T and PV: 2 * 2 * (batch dims) * L * S * E

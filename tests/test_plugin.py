@@ -1,0 +1,374 @@
+"""End-to-end test of the GIMP plug-in: real gimp-console-3.0 runs the three PDB procedures from
+Script-Fu and Python-Fu (non-interactive, named arguments) on RGB, RGBA, GRAY and 16-bit images,
+with and without a selection, and the exported results are compared with gimp-diffusion-cli's
+for the same model, seed and settings (within 1/255). Outside a selection nothing may change;
+alpha is kept; a bad model or device fails with a one-line error, a non-zero batch status and the
+image untouched.
+
+Environment: GD_CLI (the CLI), GD_GIMP_BATCH (tools/gimp-batch), GD_PLUGIN (the plug-in),
+TEST_DATA_DIR. Three GIMP starts in all (about 10 s each).
+"""
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+
+import numpy as np
+
+DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
+MODEL = os.path.join(DATA, "diffusers-tiny", "model")
+CLI = os.environ["GD_CLI"]
+BATCH = os.environ.get("GD_GIMP_BATCH", os.path.join(os.path.dirname(__file__), "..", "tools", "gimp-batch"))
+W, H = 21, 18          # odd on purpose: the model's factor is 2, so the engine pads and crops
+SEL = (4, 3, 11, 9)    # x, y, w, h of the rectangular selection (odd size too)
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+# ---- PNG and safetensors ------------------------------------------------------------------------
+
+def write_png(path, arr, depth):
+    """arr: HxWxC floats in [0, 1]; C 1..4; depth 8 or 16."""
+    h, w, c = arr.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    maxv = 255 if depth == 8 else 65535
+    q = np.rint(np.clip(arr, 0, 1) * maxv).astype(">u2" if depth == 16 else "u1")
+    raw = b"".join(b"\x00" + q[y].tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(raw)))
+        f.write(chunk(b"IEND", b""))
+
+
+def read_png(path):
+    """-> (HxWxC float array in [0, 1], bit depth). Non-interlaced 8/16-bit, no palette."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    pos, idat = 8, b""
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        tag = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        if tag == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + n
+    assert interlace == 0 and ctype in (0, 2, 4, 6) and depth in (8, 16), (path, ctype, depth)
+    c = {0: 1, 4: 2, 2: 3, 6: 4}[ctype]
+    bpp = c * depth // 8
+    stride = w * bpp
+    raw = zlib.decompress(idat)
+    out = bytearray(h * stride)
+    prev = bytearray(stride)
+    for y in range(h):
+        ft = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            cc = prev[i - bpp] if i >= bpp else 0
+            if ft == 1:
+                line[i] = (line[i] + a) & 255
+            elif ft == 2:
+                line[i] = (line[i] + b) & 255
+            elif ft == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif ft == 4:
+                p = a + b - cc
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+                pr = a if pa <= pb and pa <= pc else (b if pb <= pc else cc)
+                line[i] = (line[i] + pr) & 255
+        out[y * stride:(y + 1) * stride] = line
+        prev = line
+    arr = np.frombuffer(bytes(out), dtype=">u2" if depth == 16 else "u1").reshape(h, w, c)
+    return arr.astype(np.float64) / (65535.0 if depth == 16 else 255.0), depth
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        blob = f.read()
+    t = header["image"]
+    a, b = t["data_offsets"]
+    return np.frombuffer(blob[a:b], dtype="<f4").reshape(t["shape"]).astype(np.float64)
+
+
+# ---- Test images ---------------------------------------------------------------------------------
+
+def make_inputs(tmp):
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    r = 0.5 + 0.4 * np.sin(xx / 3.0) * np.cos(yy / 4.0)
+    g = (xx + yy) / (W + H)
+    b = 0.5 + 0.3 * np.cos((xx - yy) / 5.0)
+    rgb = np.stack([r, g, b], -1)
+    alpha = 0.3 + 0.7 * (xx / (W - 1))[..., None]   # never 0: PNG export zeroes transparent colour
+    gray = (0.3 * r + 0.6 * g + 0.1 * b)[..., None]
+    paths = {}
+    for name, arr, depth in [("rgb8", rgb, 8), ("rgba8", np.concatenate([rgb, alpha], -1), 8),
+                             ("gray8", gray, 8), ("rgb16", rgb, 16)]:
+        paths[name] = os.path.join(tmp, name + ".png")
+        write_png(paths[name], arr, depth)
+    return paths
+
+
+# ---- Cases ---------------------------------------------------------------------------------------
+# (name, input, procedure, selection?, plug-in arguments, interface)
+COMMON = {"sampler": "ddim", "steps": 6, "eta": 0.0, "device": "cpu"}
+CASES = [
+    ("gen-rgb8", "rgb8", "generate", False, dict(seed=7, output="replace"), "scheme"),
+    ("gen-rgb8-sel-layer", "rgb8", "generate", True, dict(seed=8, output="new-layer"), "scheme"),
+    ("gen-gray8", "gray8", "generate", False, dict(seed=9, output="new-layer"), "scheme"),
+    ("i2i-rgb8-sel", "rgb8", "img2img", True, dict(seed=10, strength=0.6, output="replace"), "scheme"),
+    ("i2i-rgba8", "rgba8", "img2img", False, dict(seed=11, strength=0.5, output="replace"), "scheme"),
+    ("i2i-rgb16", "rgb16", "img2img", False, dict(seed=12, strength=0.7, output="replace"), "scheme"),
+    ("i2i-rgb8-layer", "rgb8", "img2img", True, dict(seed=13, strength=0.8, output="new-layer"), "scheme"),
+    ("dn-gray8-sel", "gray8", "denoise", True, {"seed": 14, "noise-level": 0.1}, "scheme"),
+    ("dn-rgba8", "rgba8", "denoise", False, {"seed": 15, "noise-level": 0.0}, "scheme"),
+    ("py-gen-random", "rgb8", "generate", True, dict(seed=-1, output="new-layer"), "python"),
+    # model "": the default model, here from GIMP_DIFFUSION_MODEL.
+    ("py-i2i-rgba8-sel", "rgba8", "img2img", True, dict(seed=16, strength=0.6, output="replace", model=""), "python"),
+    ("py-dn-rgb16-sel", "rgb16", "denoise", True, {"seed": 17, "noise-level": 0.05}, "python"),
+]
+
+
+def scheme_value(v):
+    if isinstance(v, str):
+        return '"' + v + '"'
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def scheme_script(tmp, inputs, cases):
+    forms = []
+    for name, inp, proc, sel, args, iface in cases:
+        allargs = dict(COMMON, model=MODEL, **args)
+        named = " ".join("#:%s %s" % (k, scheme_value(v)) for k, v in allargs.items())
+        select = "(gimp-image-select-rectangle img CHANNEL-OP-REPLACE %d %d %d %d)" % SEL if sel else ""
+        forms.append("""
+(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE "{inp}")))
+       (d (vector-ref (car (gimp-image-get-selected-drawables img)) 0)))
+  {select}
+  (let ((r (plug-in-diffusion-{proc} #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d) {named})))
+    (gimp-message (string-append "RESULT {name} seed " (number->string (car r)))))
+  (gimp-file-save RUN-NONINTERACTIVE img "{out}" -1)
+  (gimp-image-delete img))""".format(inp=inputs[inp], select=select, proc=proc, named=named, name=name,
+                                   out=os.path.join(tmp, name + ".out.png")))
+    return "(begin " + "".join(forms) + ")"
+
+
+PY_HELPERS = r'''
+import json
+from gi.repository import Gimp, Gio
+results = {}
+def load(path):
+    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+def save(img, path):
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+def run(proc, img, args):
+    p = Gimp.get_pdb().lookup_procedure('plug-in-diffusion-' + proc)
+    c = p.create_config()
+    c.set_property('run-mode', Gimp.RunMode.NONINTERACTIVE)
+    c.set_property('image', img)
+    c.set_core_object_array('drawables', img.get_selected_drawables())
+    for k, v in args.items():
+        c.set_property(k, v)
+    r = p.run(c)
+    status = r.index(0)
+    out = {'status': status.value_nick}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        out['seed'] = r.index(1)
+    else:
+        out['error'] = r.index(1) if r.length() > 1 else ''
+    return out
+'''
+
+
+def python_script(tmp, inputs, cases, error_cases):
+    lines = [PY_HELPERS]
+    for name, inp, proc, sel, args, iface in cases:
+        allargs = dict(COMMON, model=MODEL)
+        allargs.update(args)
+        lines.append("img = load(%r)" % inputs[inp])
+        if sel:
+            lines.append("img.select_rectangle(Gimp.ChannelOps.REPLACE, %d, %d, %d, %d)" % SEL)
+        lines.append("results[%r] = run(%r, img, %r)" % (name, proc, allargs))
+        lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
+        lines.append("img.delete()")
+    for name, inp, proc, args in error_cases:
+        lines.append("img = load(%r)" % inputs[inp])
+        lines.append("results[%r] = run(%r, img, %r)" % (name, proc, dict(COMMON, **args)))
+        lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
+        lines.append("img.delete()")
+    # Too large: refused before any pixel is read.
+    lines.append("img = Gimp.Image.new(4200, 4200, Gimp.ImageBaseType.RGB)")
+    lines.append("l = Gimp.Layer.new(img, 'big', 4200, 4200, Gimp.ImageType.RGB_IMAGE, 100, Gimp.LayerMode.NORMAL)")
+    lines.append("img.insert_layer(l, None, 0)")
+    lines.append("results['too-large'] = run('denoise', img, %r)" % dict(COMMON, model=MODEL, seed=1))
+    lines.append("img.delete()")
+    # CUDA: fails cleanly where there is none, works where there is.
+    lines.append("img = load(%r)" % inputs["rgb8"])
+    lines.append("results['cuda'] = run('denoise', img, %r)" % dict(COMMON, model=MODEL, seed=1, device="cuda"))
+    lines.append("img.delete()")
+    lines.append("json.dump(results, open(%r, 'w'))" % os.path.join(tmp, "py-results.json"))
+    return "\n".join(lines)
+
+
+def gimp_batch(interpreter, script, timeout=300, env=None):
+    cmd = [BATCH, "--quit", "--batch-interpreter=" + interpreter, "-b", script]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return p.returncode, p.stdout + p.stderr
+
+
+def cli(command, args):
+    cmd = [CLI, command, "--model", MODEL] + args
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError("CLI failed: %s\n%s" % (" ".join(cmd), p.stderr))
+
+
+def reference(tmp, name, inp_path, proc, sel, args, seed):
+    """The CLI's result for the area the plug-in processed: colour [h, w, C] floats."""
+    src, depth = read_png(inp_path)
+    x, y, w, h = SEL if sel else (0, 0, W, H)
+    ref_out = os.path.join(tmp, name + ".ref.safetensors")
+    common = ["--sampler", COMMON["sampler"], "--steps", str(COMMON["steps"]), "--eta", "0",
+              "--seed", str(seed), "--device", "cpu", "-o", ref_out]
+    if proc == "generate":
+        cli("generate", ["--width", str(w), "--height", str(h)] + common)
+    else:
+        crop = os.path.join(tmp, name + ".crop.png")
+        write_png(crop, src[y:y + h, x:x + w], depth)
+        if proc == "img2img":
+            cli("img2img", ["-i", crop, "--strength", str(args["strength"])] + common)
+        else:
+            lvl = args["noise-level"]
+            cli("denoise", ["-i", crop, "--sigma", "auto" if lvl == 0 else str(lvl)] + common)
+    ref = read_safetensors(ref_out)[0].transpose(1, 2, 0)  # HWC
+    return ref
+
+
+def compare_case(tmp, inputs, case, seed):
+    name, inp, proc, sel, args, iface = case
+    src, depth = read_png(inputs[inp])
+    out_path = os.path.join(tmp, name + ".out.png")
+    if not os.path.exists(out_path):
+        check(False, "%s: exported %s" % (name, out_path))
+        return
+    out, out_depth = read_png(out_path)
+    channels_in = src.shape[2]
+    colour = 1 if channels_in in (1, 2) else 3
+    has_alpha = channels_in in (2, 4)
+    check(out.shape[:2] == src.shape[:2], "%s: size kept" % name)
+    ref = reference(tmp, name, inputs[inp], proc, sel, args, seed)
+    if colour == 1 and ref.shape[2] == 3:
+        ref = ref.mean(axis=2, keepdims=True)   # the engine's RGB -> gray for gray images
+    ref = ref[..., :colour]
+    x, y, w, h = SEL if sel else (0, 0, W, H)
+    got = out[y:y + h, x:x + w, :colour]
+    tol = 1.0 / 255 + 1e-6
+    err = float(np.abs(got - ref).max())
+    check(err <= tol, "%s: equals the CLI within 1/255 (max error %.5f, %d-bit export)" % (name, err, out_depth))
+    if sel:
+        mask = np.ones(src.shape[:2], bool)
+        mask[y:y + h, x:x + w] = False
+        outside = float(np.abs(out[mask][:, :colour] - src[mask][:, :colour]).max())
+        check(outside <= 1e-6, "%s: nothing changes outside the selection (max %.6f)" % (name, outside))
+    if has_alpha and out.shape[2] == channels_in:
+        a_err = float(np.abs(out[..., -1] - src[..., -1]).max())
+        check(a_err <= 1e-6, "%s: alpha kept (max %.6f)" % (name, a_err))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="gd-plugin-test-")
+    inputs = make_inputs(tmp)
+    scheme_cases = [c for c in CASES if c[5] == "scheme"]
+    python_cases = [c for c in CASES if c[5] == "python"]
+    error_cases = [
+        ("py-bad-model", "rgb8", "img2img", dict(model=os.path.join(tmp, "no-such-model"), seed=1)),
+        ("py-corrupt-model", "rgb8", "denoise", dict(model=inputs["rgb8"], seed=1)),
+    ]
+
+    # 1. Script-Fu, named arguments.
+    rc, log = gimp_batch("plug-in-script-fu-eval", scheme_script(tmp, inputs, scheme_cases))
+    check(rc == 0, "Script-Fu batch exits 0 (got %d)" % rc)
+    if rc != 0:
+        print(log[-4000:])
+    seeds = {m.group(1): int(m.group(2)) for m in re.finditer(r"RESULT (\S+) seed (\d+)", log)}
+    for case in scheme_cases:
+        check(seeds.get(case[0]) == case[4]["seed"], "%s: returns the seed %s" % (case[0], case[4]["seed"]))
+        compare_case(tmp, inputs, case, case[4]["seed"])
+
+    # 2. Python-Fu, with return values, a random seed and failures that must leave the image alone.
+    env = dict(os.environ, GIMP_DIFFUSION_MODEL=MODEL)
+    rc, log = gimp_batch("python-fu-eval", python_script(tmp, inputs, python_cases, error_cases), env=env)
+    check(rc == 0, "Python-Fu batch exits 0 (got %d)" % rc)
+    results = {}
+    try:
+        with open(os.path.join(tmp, "py-results.json")) as f:
+            results = json.load(f)
+    except OSError:
+        print(log[-4000:])
+    for case in python_cases:
+        r = results.get(case[0], {})
+        check(r.get("status") == "success", "%s: succeeds (%s)" % (case[0], r))
+        seed = r.get("seed", -1)
+        if case[4]["seed"] >= 0:
+            check(seed == case[4]["seed"], "%s: returns the seed given" % case[0])
+        else:
+            check(isinstance(seed, int) and seed >= 0, "%s: returns the random seed used (%s)" % (case[0], seed))
+        if r.get("status") == "success":
+            compare_case(tmp, inputs, case, seed)
+    for name, inp, proc, args in error_cases + [("too-large", None, None, None)]:
+        r = results.get(name, {})
+        err = r.get("error", "")
+        check(r.get("status") == "execution-error", "%s: fails with EXECUTION_ERROR (%s)" % (name, r))
+        check(err != "" and "\n" not in err, "%s: one-line message: %r" % (name, err))
+        if inp:
+            out, _ = read_png(os.path.join(tmp, name + ".out.png"))
+            src, _ = read_png(inputs[inp])
+            check(out.shape == src.shape and float(np.abs(out - src).max()) == 0.0, "%s: image untouched" % name)
+    cuda = results.get("cuda", {})
+    check(cuda.get("status") == "success" or "CUDA" in cuda.get("error", ""),
+          "device cuda: works or says there is no CUDA (%s)" % cuda)
+    check("too large" in results.get("too-large", {}).get("error", ""), "too-large: says the area is too large")
+
+    # 3. A bad model from Script-Fu: the batch exits non-zero with the message.
+    bad = os.path.join(tmp, "no-such-model")
+    script = """(let* ((img (car (gimp-file-load RUN-NONINTERACTIVE "%s")))
+       (d (vector-ref (car (gimp-image-get-selected-drawables img)) 0)))
+  (plug-in-diffusion-denoise #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d) #:model "%s"))""" % (
+        inputs["rgb8"], bad)
+    rc, log = gimp_batch("plug-in-script-fu-eval", script)
+    check(rc != 0, "bad model: Script-Fu batch exits non-zero (got %d)" % rc)
+    check(bad in log and "no such file" in log, "bad model: the message names the path")
+
+    print("%d failure(s)" % len(failures))
+    if not failures:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("files kept in " + tmp)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
