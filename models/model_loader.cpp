@@ -349,16 +349,21 @@ LoadedModel load_model(const std::string& path_text, const LoadOptions& options)
     throw Error("--weights applies to denoising-diffusion-pytorch Trainer checkpoints only; " +
                 path_text + " is a " + format_name(format) + " model");
   }
+  LoadedModel model;
   switch (format) {
     case CheckpointFormat::Diffusers:
-      return load_diffusers(path, options);
+      model = load_diffusers(path, options);
+      break;
     case CheckpointFormat::TorchScript:
-      return load_torchscript(path, options);
+      model = load_torchscript(path, options);
+      break;
     case CheckpointFormat::DdpmPytorch:
       if (is_dir(path)) path = *newest_trainer_checkpoint(path);
-      return load_ddpm_pytorch(path, options);
+      model = load_ddpm_pytorch(path, options);
+      break;
   }
-  throw Error(path_text + ": unknown model format");
+  if (options.channels_last && model.network->params()) model.network->params()->to_channels_last();
+  return model;
 }
 
 }  // namespace gd::models

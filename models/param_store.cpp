@@ -1,6 +1,7 @@
 #include "models/param_store.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <set>
 
@@ -56,6 +57,13 @@ void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
       throw Error(source + ": unexpected tensor '" + key + "' " + shape_string(raw.shape) +
                   " (not part of the configured architecture)");
     }
+  }
+}
+
+void ParamStore::to_channels_last() {
+  c10::NoGradGuard no_grad;  // a layout change, not an operation to differentiate
+  for (auto& [name, tensor] : params_) {
+    if (tensor.dim() == 4) tensor.set_(tensor.contiguous(at::MemoryFormat::ChannelsLast));
   }
 }
 

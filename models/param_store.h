@@ -31,6 +31,11 @@ class ParamStore {
   void load(const TensorMap& tensors, const std::string& prefix, const std::string& source,
             const std::vector<std::string>& ignored_suffixes = {});
 
+  // Re-lays every 4-D parameter (convolution weights) out channels-last, in place, so that
+  // every handle sees it. The CPU convolution kernels run 1.6x faster in float32 and 2-3x in
+  // bfloat16 that way (measured on a ddpm-cifar10-sized UNet, README).
+  void to_channels_last();
+
   const std::vector<std::pair<std::string, at::Tensor>>& all() const { return params_; }
   std::int64_t count() const;  // total number of elements
   c10::TensorOptions options() const { return options_; }
