@@ -2,6 +2,7 @@
 //
 //   gimp-diffusion-benchmark --model PATH [--width W] [--height H] [--batch N]
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
+//                            [--layout channels_last|contiguous]
 //
 // Reports network time per step, sampler overhead per step (everything in the loop that is
 // not the network), total time, peak resident memory (host RSS), and the
@@ -87,7 +88,8 @@ int main(int argc, char** argv) {
     const std::string model_path = arg(argc, argv, "model", "");
     if (model_path.empty()) {
       std::fprintf(stderr, "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
-                           "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]\n");
+                           "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
+                           "[--layout channels_last|contiguous]\n");
       return 2;
     }
     const int threads = std::stoi(arg(argc, argv, "threads", "0"));
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
     if (device_name == "cuda" && !at::hasCUDA()) throw std::runtime_error("no CUDA device");
     gd::models::LoadOptions load;
     load.device = device_name == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    load.channels_last = arg(argc, argv, "layout", "channels_last") == "channels_last";
     gd::models::LoadedModel loaded = gd::models::load_model(model_path, load);
     gd::models::Network* net = loaded.network.get();
 
@@ -152,10 +155,10 @@ int main(int argc, char** argv) {
     const int steps = network_calls > 0 ? network_calls : 1;
     std::printf("model:               %s (%s, %lld parameters)\n", model_path.c_str(),
                 loaded.info.architecture.c_str(), static_cast<long long>(loaded.info.parameter_count));
-    std::printf("run:                 %lldx%lld, batch %d, %s, %d network calls, device %s, %d threads\n",
+    std::printf("run:                 %lldx%lld, batch %d, %s, %d network calls, device %s, %d threads, %s\n",
                 static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
                 options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
-                at::get_num_threads());
+                at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
     std::printf("network per step:    %.4f s\n", network_seconds / steps);
     std::printf("sampler per step:    %.4f s\n", (total - network_seconds) / steps);
     std::printf("total:               %.3f s\n", total);
