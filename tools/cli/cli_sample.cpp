@@ -25,7 +25,7 @@ namespace gd::cli {
 namespace {
 
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
-                                             "objective", "device", "output", "bit-depth"};
+                                             "objective", "device", "output", "bit-depth", "precision"};
 
 long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi) {
   char* end = nullptr;
@@ -88,6 +88,9 @@ Common parse_common(const Args& args) {
     c.load.objective = *objective;
   }
   c.load.device = parse_device(args.value("device").value_or("auto"));
+  const std::string precision = args.value("precision").value_or("fp32");
+  if (precision == "bf16") c.load.dtype = at::kBFloat16;
+  else if (precision != "fp32") throw UsageError("--precision must be fp32 or bf16, not '" + precision + "'");
   if (auto sampler = args.value("sampler")) {
     const auto& names = core::sampler_names();
     if (std::find(names.begin(), names.end(), *sampler) == names.end()) {
@@ -135,6 +138,7 @@ std::unique_ptr<Session> open_model(const Common& c) {
   m.native_width = info.native_width;
   m.native_height = info.native_height;
   m.device = c.load.device;
+  m.dtype = c.load.dtype;
   return session;
 }
 
