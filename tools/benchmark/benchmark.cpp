@@ -1,6 +1,7 @@
 // gimp-diffusion-benchmark: where the time of a sampling run goes.
 //
-//   gimp-diffusion-benchmark --model PATH [--width W] [--height H] [--batch N]
+//   gimp-diffusion-benchmark --model PATH | --config UNET_CONFIG_JSON
+//                            [--width W] [--height H] [--batch N] [--precision fp32|bf16]
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
 //                            [--layout channels_last|contiguous]
 //
@@ -9,6 +10,8 @@
 // network's achieved GFLOP/s. FLOPs are counted from the shapes of the convolutions, matrix
 // products and attention calls LibTorch actually runs (a RecordFunction observer), so they hold
 // for any architecture, TorchScript included. One warm-up step runs first and is not counted.
+// --config times a diffusers UNet2DModel architecture (its config.json) with random weights and
+// the default DDPM schedule, so real-sized models can be measured without their checkpoints.
 // This is a benchmark, not a test: it asserts nothing.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -23,7 +26,12 @@
 #include <string>
 #include <vector>
 
+#include <fstream>
+#include <iterator>
+
 #include "core/pipeline.h"
+#include "models/diffusers_config.h"
+#include "models/diffusers_unet.h"
 #include "models/model_loader.h"
 
 namespace {
@@ -85,11 +93,13 @@ std::string arg(int argc, char** argv, const std::string& name, const std::strin
 
 int main(int argc, char** argv) {
   try {
-    const std::string model_path = arg(argc, argv, "model", "");
+    const std::string config_path = arg(argc, argv, "config", "");
+    const std::string model_path = config_path.empty() ? arg(argc, argv, "model", "") : config_path;
     if (model_path.empty()) {
       std::fprintf(stderr, "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
                            "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
-                           "[--layout channels_last|contiguous]\n");
+                           "[--layout channels_last|contiguous] [--precision fp32|bf16] "
+                           "(or --config UNET_CONFIG_JSON for random weights)\n");
       return 2;
     }
     const int threads = std::stoi(arg(argc, argv, "threads", "0"));
@@ -99,7 +109,27 @@ int main(int argc, char** argv) {
     gd::models::LoadOptions load;
     load.device = device_name == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
     load.channels_last = arg(argc, argv, "layout", "channels_last") == "channels_last";
-    gd::models::LoadedModel loaded = gd::models::load_model(model_path, load);
+    load.dtype = arg(argc, argv, "precision", "fp32") == "bf16" ? at::kBFloat16 : at::kFloat;
+    gd::models::LoadedModel loaded;
+    if (config_path.empty()) {
+      loaded = gd::models::load_model(model_path, load);
+    } else {
+      std::ifstream file(config_path);
+      if (!file) throw std::runtime_error(config_path + ": cannot be read");
+      const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      const gd::models::UNet2DConfig config = gd::models::parse_unet2d_config(text, config_path);
+      auto unet = std::make_unique<gd::models::DiffusersUNet>(
+          config, at::TensorOptions().dtype(load.dtype).device(load.device));
+      for (auto& [name, p] : unet->params()->all()) p.normal_(0, 0.02);
+      if (load.channels_last) unet->params()->to_channels_last();
+      loaded.info.architecture = "UNet2DModel (random weights)";
+      loaded.info.parameter_count = unet->params()->count();
+      loaded.info.in_channels = static_cast<int>(config.in_channels);
+      loaded.info.downsampling_factor = static_cast<int>(config.downsampling_factor());
+      loaded.info.native_width = static_cast<int>(config.sample_width);
+      loaded.info.native_height = static_cast<int>(config.sample_height);
+      loaded.network = std::move(unet);
+    }
     gd::models::Network* net = loaded.network.get();
 
     double network_seconds = 0;
@@ -121,6 +151,7 @@ int main(int argc, char** argv) {
     model.native_width = loaded.info.native_width;
     model.native_height = loaded.info.native_height;
     model.device = load.device;
+    model.dtype = load.dtype;
 
     gd::core::GenerateOptions options;
     options.sampler = arg(argc, argv, "sampler", "dpmpp_2m");
@@ -159,6 +190,7 @@ int main(int argc, char** argv) {
                 static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
                 options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
                 at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
+    std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
     std::printf("network per step:    %.4f s\n", network_seconds / steps);
     std::printf("sampler per step:    %.4f s\n", (total - network_seconds) / steps);
     std::printf("total:               %.3f s\n", total);
