@@ -334,4 +334,7 @@ TEST(TrainCommand, BadOptionsAndData) {
   EXPECT_THROW(gd::cli::run_train(train_args(dir / "missing", out, 2)), gd::Error);
   EXPECT_THROW(gd::cli::run_train(with(train_args(data, out, 2), {"--size", "32"})), gd::Error);
   EXPECT_THROW(gd::cli::run_train(with(train_args(data, out, 2), {"--resume"})), gd::Error);
+  // --tile repeats seamless textures that are smaller than the crop instead of refusing them.
+  EXPECT_EQ(gd::cli::run_train(with(train_args(data, out, 2), {"--size", "32", "--tile"})), 0);
+  EXPECT_TRUE(fs::exists(out + "/diffusion_pytorch_model.safetensors"));
 }

@@ -55,7 +55,7 @@ const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
     {"accumulate", "1"}, {"clip", "1.0"}, {"ema-decay", "0.995"}, {"ema-every", "10"},
     {"ema-after", "100"}, {"block-channels", "32,64,128"}, {"layers-per-block", "2"},
-    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"bf16", "no"}};
+    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"bf16", "no"}, {"tile", "no"}};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
     {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}};
@@ -108,6 +108,7 @@ struct Settings {
   double lr = 1e-4, weight_decay = 0, clip = 1, ema_decay = 0.995;
   int ema_every = 10, ema_after = 100;
   bool bf16 = false;
+  bool tile = false;  // repeat images smaller than the crop (seamless textures)
   std::optional<std::uint64_t> seed;
   core::ScheduleConfig schedule;
   core::LossType loss = core::LossType::L2;
@@ -151,6 +152,7 @@ void interpret(Settings& s) {
   s.log_every = parse_int("log-every", r["log-every"], 1, 1LL << 40);
   s.threads = static_cast<int>(parse_int("threads", r["threads"], 0, 1024));
   s.bf16 = r["bf16"] == "yes";
+  s.tile = r["tile"] == "yes";
   if (s.sample_steps > s.schedule.num_train_timesteps) {
     throw UsageError("--sample-steps " + r["sample-steps"] + " exceeds --timesteps " + r["timesteps"]);
   }
@@ -198,13 +200,15 @@ void interpret(Settings& s) {
   }
 }
 
-const std::set<std::string> kFlags = {"resume", "bf16"};
+const std::set<std::string> kFlags = {"resume", "bf16", "tile"};
+// The fixed options given as flags (stored as "yes" / "no").
+const std::set<std::string> kFixedFlags = {"bf16", "tile"};
 
 std::set<std::string> valued_options() {
   std::set<std::string> valued = {"data", "out", "seed"};
   for (const auto& [k, v] : kFixedDefaults) valued.insert(k);
   for (const auto& [k, v] : kFreeDefaults) valued.insert(k);
-  valued.erase("bf16");
+  for (const auto& flag : kFixedFlags) valued.erase(flag);
   return valued;
 }
 
@@ -216,8 +220,8 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
   s.resume = args.flag("resume");
   for (const auto& [key, def] : kFixedDefaults) {
     std::optional<std::string> given =
-        key == "bf16" ? (args.flag("bf16") ? std::optional<std::string>("yes") : std::nullopt)
-                      : args.value(key);
+        kFixedFlags.count(key) ? (args.flag(key) ? std::optional<std::string>("yes") : std::nullopt)
+                               : args.value(key);
     if (stored) {
       const std::string old = stored->value(key, def);
       if (given && *given != old) {
@@ -245,7 +249,7 @@ std::string lower(std::string text) {
 
 // Every .png under `dir` (recursively, sorted by path) as [3, H, W] float32 in [-1, 1]. Gray is
 // repeated into RGB; alpha is dropped.
-std::vector<at::Tensor> load_dataset(const std::string& dir, int size) {
+std::vector<at::Tensor> load_dataset(const std::string& dir, int size, bool tile) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a folder (--data)");
   std::vector<std::string> paths;
@@ -261,10 +265,10 @@ std::vector<at::Tensor> load_dataset(const std::string& dir, int size) {
   std::vector<at::Tensor> images;
   for (const std::string& path : paths) {
     const Image image = read_image(path);
-    if (image.width < size || image.height < size) {
+    if (!tile && (image.width < size || image.height < size)) {
       throw Error(path + ": " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                   " is smaller than the " + std::to_string(size) + "x" + std::to_string(size) +
-                  " crop (--size)");
+                  " crop (--size; --tile repeats seamless textures to fit)");
     }
     at::Tensor hwc = at::from_blob(const_cast<float*>(image.pixels.data()),
                                    {image.height, image.width, image.channels}, at::kFloat)
@@ -272,6 +276,13 @@ std::vector<at::Tensor> load_dataset(const std::string& dir, int size) {
     const int color = image.has_alpha ? image.channels - 1 : image.channels;
     at::Tensor chw = hwc.narrow(2, 0, color).permute({2, 0, 1});
     if (color == 1) chw = chw.expand({3, image.height, image.width});
+    if (tile) {
+      // Seamless textures (GIMP's patterns are made to tile): repeat until a crop fits, so
+      // crops may also straddle the seams, as they do when the pattern fills a canvas.
+      const std::int64_t ry = (size + image.height - 1) / image.height + 1;
+      const std::int64_t rx = (size + image.width - 1) / image.width + 1;
+      chw = chw.repeat({1, ry, rx});
+    }
     images.push_back((chw * 2 - 1).contiguous());
   }
   return images;
@@ -456,7 +467,7 @@ int run_train(const std::vector<std::string>& argv) {
   }
   if (s.threads > 0) at::set_num_threads(s.threads);
 
-  const std::vector<at::Tensor> images = load_dataset(s.data, s.size);
+  const std::vector<at::Tensor> images = load_dataset(s.data, s.size, s.tile);
   std::error_code ec;
   fs::create_directories(state_dir / "samples", ec);
   if (ec) throw Error(state_dir.string() + ": cannot create the folder (" + ec.message() + ")");

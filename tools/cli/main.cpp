@@ -41,6 +41,7 @@ const char* kUsage =
     "        --sample-every 1000 (0: off) --sample-count 4 --sample-steps 50 --log-every 50\n"
     "        --block-channels 32,64,128 --layers-per-block 2 --attention-stages last|none|0,2\n"
     "        --norm-groups 32 --head-dim 8 --seed S --threads N --bf16\n"
+    "        --tile (repeat images smaller than the crop: seamless textures)\n"
     "\n"
     "sampling options (generate, img2img, denoise):\n"
     "  --sampler ddpm|ddim|dpmpp_2m|euler|euler_a   default: the model's own scheduler\n"
