@@ -16,31 +16,44 @@ std::string user_models_folder() {
   return (fs::path(gimp_directory()) / "diffusion-models").string();
 }
 
-std::string resolve_model_path(const std::string& given) {
-  if (!given.empty()) return given;
-  if (const char* env = std::getenv("GIMP_DIFFUSION_MODEL"); env && *env) return env;
-  const std::string folder = user_models_folder();
-  std::vector<std::string> candidates;
+std::vector<std::string> user_model_names() {
+  std::vector<std::string> names;
   std::error_code ec;
-  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(user_models_folder(), ec), end; !ec && it != end; it.increment(ec)) {
     const fs::path& p = it->path();
     const std::string name = p.filename().string();
     if (name.empty() || name[0] == '.') continue;
     std::error_code ec2;
     if (fs::is_directory(p, ec2)) {
-      candidates.push_back(p.string());
+      names.push_back(name);
     } else {
       std::string ext = p.extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (ext == ".pt" || ext == ".pth" || ext == ".ckpt") candidates.push_back(p.string());
+      if (ext == ".pt" || ext == ".pth" || ext == ".ckpt") names.push_back(name);
     }
   }
-  if (candidates.empty()) {
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string resolve_model_path(const std::string& given) {
+  const std::string folder = user_models_folder();
+  if (!given.empty()) {
+    // A bare name picks an installed model; anything else is a path.
+    std::error_code ec;
+    if (given.find('/') == std::string::npos && !fs::exists(given, ec) &&
+        fs::exists(fs::path(folder) / given, ec)) {
+      return (fs::path(folder) / given).string();
+    }
+    return given;
+  }
+  if (const char* env = std::getenv("GIMP_DIFFUSION_MODEL"); env && *env) return env;
+  const std::vector<std::string> names = user_model_names();
+  if (names.empty()) {
     throw std::runtime_error("no model given and none found: put a model folder or checkpoint in " +
                              folder + ", set GIMP_DIFFUSION_MODEL, or pass the model argument");
   }
-  std::sort(candidates.begin(), candidates.end());
-  return candidates.front();
+  return (fs::path(folder) / names.front()).string();
 }
 
 }  // namespace gd::plugin

@@ -61,8 +61,9 @@ void add_common_arguments(GimpProcedure* procedure) {
   gimp_procedure_add_string_argument(
       procedure, "model", "_Model",
       "Model folder (diffusers UNet2DModel or pipeline, TorchScript folder) or checkpoint file "
-      "(denoising-diffusion-pytorch model-N.pt). Empty: $GIMP_DIFFUSION_MODEL, else the first "
-      "model in <GIMP user folder>/diffusion-models",
+      "(denoising-diffusion-pytorch model-N.pt), or the name of a model installed in "
+      "<GIMP user folder>/diffusion-models. Empty: $GIMP_DIFFUSION_MODEL, else the first "
+      "installed model",
       "", G_PARAM_READWRITE);
 
   GimpChoice* samplers = gimp_choice_new();
@@ -156,8 +157,14 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     auto describe = [](const std::string& model, const std::string& device) -> std::string {
       try {
         const std::string path = gd::plugin::resolve_model_path(model);
-        return gd::plugin::describe_model(path, device).text() +
-               (model.empty() ? "\n(default model: " + path + ")" : std::string());
+        std::string text = gd::plugin::describe_model(path, device).text() +
+                           (model.empty() ? "\n(default model: " + path + ")" : std::string());
+        const std::vector<std::string> installed = gd::plugin::user_model_names();
+        if (!installed.empty()) {
+          text += "\nInstalled models (type a name):";
+          for (const std::string& name : installed) text += " " + name;
+        }
+        return text;
       } catch (const std::exception& e) {
         return "Model problem: " + one_line(e.what());
       }

@@ -147,6 +147,8 @@ CASES = [
     # model "": the default model, here from GIMP_DIFFUSION_MODEL.
     ("py-i2i-rgba8-sel", "rgba8", "img2img", True, dict(seed=16, strength=0.6, output="replace", model=""), "python"),
     ("py-dn-rgb16-sel", "rgb16", "denoise", True, {"seed": 17, "noise-level": 0.05}, "python"),
+    # A model installed in <profile>/diffusion-models, picked by its name.
+    ("py-gen-by-name", "rgb8", "generate", False, dict(seed=18, output="new-layer", model="tiny"), "python"),
 ]
 
 
@@ -319,7 +321,10 @@ def main():
         compare_case(tmp, inputs, case, case[4]["seed"])
 
     # 2. Python-Fu, with return values, a random seed and failures that must leave the image alone.
-    env = dict(os.environ, GIMP_DIFFUSION_MODEL=MODEL)
+    profile = os.path.join(tmp, "profile")
+    os.makedirs(os.path.join(profile, "diffusion-models"))
+    os.symlink(os.path.abspath(MODEL), os.path.join(profile, "diffusion-models", "tiny"))
+    env = dict(os.environ, GIMP_DIFFUSION_MODEL=MODEL, GD_GIMP_PROFILE=profile)
     rc, log = gimp_batch("python-fu-eval", python_script(tmp, inputs, python_cases, error_cases), env=env)
     check(rc == 0, "Python-Fu batch exits 0 (got %d)" % rc)
     results = {}
