@@ -76,6 +76,32 @@ at::Tensor crop(const at::Tensor& x, std::int64_t height, std::int64_t width) {
   return x.narrow(2, 0, height).narrow(3, 0, width);
 }
 
+// Turns the network's circular padding on for one run and off again however the run ends.
+class SeamlessScope {
+ public:
+  SeamlessScope(const PipelineModel& model, bool on, std::int64_t height, std::int64_t width)
+      : model_(on ? &model : nullptr) {
+    if (!on) return;
+    const int factor = std::max(1, model.downsampling_factor);
+    if (height % factor != 0 || width % factor != 0) {
+      throw Error("seamless output needs a width and height that are multiples of " +
+                  std::to_string(factor) + " (got " + std::to_string(width) + "x" +
+                  std::to_string(height) + ")");
+    }
+    if (!model.set_seamless || !model.set_seamless(true)) {
+      throw Error("this model cannot make seamless textures (its padding is not ours to change)");
+    }
+  }
+  ~SeamlessScope() {
+    if (model_) model_->set_seamless(false);
+  }
+  SeamlessScope(const SeamlessScope&) = delete;
+  SeamlessScope& operator=(const SeamlessScope&) = delete;
+
+ private:
+  const PipelineModel* model_;
+};
+
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);
 }
@@ -129,6 +155,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
     throw Error("the model does not record its image size: give the width and height");
   }
   check_size(width, height, options.batch);
+  const SeamlessScope seamless(model, options.seamless, height, width);
   Prepared p = prepare(model, options);
   // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
   // multiples nothing changes and the result is the reference's exactly.
@@ -154,6 +181,7 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
                 " steps leaves no step to run; raise the strength or the steps");
   }
   const std::int64_t height = image.size(2), width = image.size(3);
+  const SeamlessScope seamless(model, options.seamless, height, width);
   at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);

@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct PipelineModel {
   int native_height = 0;
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;  // network dtype; sampling maths stays float32
+  // Switches the network's circular padding on or off (Network::set_seamless); empty or
+  // returning false: the model cannot make seamless textures.
+  std::function<bool(bool)> set_seamless;
 };
 
 struct RunOptions {
@@ -41,6 +45,10 @@ struct RunOptions {
   double eta = 0.0;        // DDIM only
   std::uint64_t seed = 0;
   StepFn on_step;          // progress and cancel; may be empty
+  // Seamless (tileable) output: the network pads circularly, so left meets right and top meets
+  // bottom. Needs width and height that are multiples of the downsampling factor, since a
+  // cropped result would no longer tile.
+  bool seamless = false;
 };
 
 struct GenerateOptions : RunOptions {

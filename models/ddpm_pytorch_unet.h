@@ -85,6 +85,10 @@ class DdpmUnet : public Network {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
                      const std::optional<at::Tensor>& self_cond) const override;
 
+  bool set_seamless(bool on) override {
+    seamless_ = on;
+    return true;
+  }
   ParamStore* params() override { return &params_; }
   const DdpmUnetConfig& config() const { return config_; }
 
@@ -125,6 +129,7 @@ class DdpmUnet : public Network {
   at::Tensor run_attention(const AttentionBlock& attn, const at::Tensor& x) const;
 
   DdpmUnetConfig config_;
+  bool seamless_ = false;  // circular padding in every convolution
   ParamStore params_;
   Conv init_conv_;
   at::Tensor time_fourier_weights_;  // learned/random sinusoidal only

@@ -224,8 +224,15 @@ at::Tensor DiffusersUNet::group_norm(const GroupNorm& norm, const at::Tensor& x)
 
 namespace {
 
-at::Tensor conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                  std::int64_t stride, std::int64_t padding) {
+// circular: wrap-around padding instead of zeros, so the image's left edge continues its right
+// edge (and top its bottom): the network then sees a torus and its output tiles seamlessly.
+at::Tensor conv2d(bool circular, const at::Tensor& x, const at::Tensor& weight,
+                  const at::Tensor& bias, std::int64_t stride, std::int64_t padding) {
+  if (circular && padding > 0) {
+    const std::int64_t none = 0;
+    return at::conv2d(at::pad(x, {padding, padding, padding, padding}, "circular"), weight, bias,
+                      {stride, stride}, {none, none});
+  }
   return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
 }
 
@@ -265,7 +272,7 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
     input = at::avg_pool2d(input, {2, 2}, {2, 2});  // [N, Cin, H/2, W/2]
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
   }
-  h = conv2d(h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(seamless_, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
   // The block applies act_fn to the time embedding itself before projecting it.
   at::Tensor t = at::linear(activation(temb), r.time_emb_proj.weight, r.time_emb_proj.bias)
                      .unsqueeze(-1)
@@ -277,9 +284,9 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
   } else {
     h = group_norm(r.norm2, h + t);
   }
-  h = conv2d(activation(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(seamless_, activation(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
-    input = conv2d(input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
+    input = conv2d(seamless_, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
   at::Tensor out = input + h;
   // Dividing by 1 is exact, so skipping it changes nothing.
@@ -348,7 +355,7 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
   temb = at::linear(temb, time_linear_1_.weight, time_linear_1_.bias);
   temb = at::linear(at::silu(temb), time_linear_2_.weight, time_linear_2_.bias);  // [N, T]
 
-  at::Tensor h = conv2d(x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
+  at::Tensor h = conv2d(seamless_, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
   std::vector<at::Tensor> skips{h};  // consumed from the back on the way up
 
   for (const Block& block : down_blocks_) {
@@ -358,8 +365,10 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
       skips.push_back(h);
     }
     if (block.resample_conv) {
-      if (block.zero_pad) h = at::constant_pad_nd(h, {0, 1, 0, 1}, 0);  // right, bottom
-      h = conv2d(h, block.resample_conv->weight, block.resample_conv->bias,
+      if (block.zero_pad) {  // right, bottom
+        h = seamless_ ? at::pad(h, {0, 1, 0, 1}, "circular") : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
+      }
+      h = conv2d(seamless_, h, block.resample_conv->weight, block.resample_conv->bias,
                  block.resample_conv->stride, block.resample_conv->padding);  // [N, C, H/2, W/2]
       skips.push_back(h);
     } else if (block.resample_resnet) {
@@ -383,14 +392,14 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
     }
     if (block.resample_conv) {
       h = upsample2x(h);  // [N, C, 2H, 2W]
-      h = conv2d(h, block.resample_conv->weight, block.resample_conv->bias, 1, 1);
+      h = conv2d(seamless_, h, block.resample_conv->weight, block.resample_conv->bias, 1, 1);
     } else if (block.resample_resnet) {
       h = run_resnet(*block.resample_resnet, h, temb);  // [N, C, 2H, 2W]
     }
   }
 
   h = at::silu(group_norm(conv_norm_out_, h));                  // [N, C0, H, W]
-  return conv2d(h, conv_out_.weight, conv_out_.bias, 1, 1);    // [N, Cout, H, W]
+  return conv2d(seamless_, h, conv_out_.weight, conv_out_.bias, 1, 1);    // [N, Cout, H, W]
 }
 
 }  // namespace gd::models

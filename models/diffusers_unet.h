@@ -47,6 +47,10 @@ class DiffusersUNet : public Network {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
                      const std::optional<at::Tensor>& self_cond) const override;
 
+  bool set_seamless(bool on) override {
+    seamless_ = on;
+    return true;
+  }
   ParamStore* params() override { return &params_; }
   const UNet2DConfig& config() const { return config_; }
 
@@ -103,6 +107,7 @@ class DiffusersUNet : public Network {
   at::Tensor run_attention(const Attention& attn, const at::Tensor& x) const;
 
   UNet2DConfig config_;
+  bool seamless_ = false;  // circular padding in every convolution
   ParamStore params_;
   Conv conv_in_;
   Linear time_linear_1_, time_linear_2_;

@@ -22,6 +22,11 @@ class Network {
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
                              const std::optional<at::Tensor>& self_cond) const = 0;
 
+  // Wrap-around (circular) padding in every convolution instead of zeros: the network sees the
+  // image as a torus, so what it makes tiles seamlessly. Returns false when the network cannot
+  // (TorchScript modules own their padding).
+  virtual bool set_seamless(bool on) { return !on; }
+
   // Parameters by checkpoint name (empty for TorchScript networks, which own theirs).
   virtual ParamStore* params() { return nullptr; }
 };

@@ -149,6 +149,18 @@ class Generate(unittest.TestCase):
         self.assertEqual(first, again)
         self.assertIn("seed 5", err)
 
+    def test_seamless(self):
+        out = os.path.join(self.tmp, "tile.png")
+        code, _, err = run("generate", "--model", DIFFUSERS, "--steps", "3", "--sampler", "ddim",
+                           "--width", "24", "--height", "16", "--seamless", "-o", out)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(read_png(out)[:2], (24, 16))
+        code, _, err = run("generate", "--model", DIFFUSERS, "--steps", "3", "--width", "15",
+                           "--seamless", "-o", out + ".2.png")
+        self.assertEqual(code, 1)
+        self.assertIn("multiples of 2", err)
+        self.assertFalse(os.path.exists(out + ".2.png"))
+
     def test_sixteen_bit_output(self):
         out = os.path.join(self.tmp, "deep.png")
         code, _, err = run("generate", "--model", DIFFUSERS, "--steps", "2", "--sampler", "euler",

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <fstream>
 
 #include "core/error.h"
@@ -36,6 +38,7 @@ Fixture open(const std::string& relative, c10::ScalarType dtype = at::kFloat) {
   f.model.downsampling_factor = f.loaded.info.downsampling_factor;
   f.model.native_width = f.loaded.info.native_width;
   f.model.native_height = f.loaded.info.native_height;
+  f.model.set_seamless = [net](bool on) { return net->set_seamless(on); };
   return f;
 }
 
@@ -216,4 +219,41 @@ TEST(Pipeline, Bfloat16NetworksStayCloseToFloat32) {
     EXPECT_LT(mean_error, 0.05);
     EXPECT_GT(mean_error, 0.0);  // it really ran in another precision
   }
+}
+
+// Seamless means the network sees a torus: shifting the input circularly (by multiples of the
+// downsampling factor, so strided convolutions stay aligned) shifts the output the same way.
+// With zero padding the edges break this, which shows the check can fail.
+TEST(Seamless, NetworksAreCircularlyShiftEquivariant) {
+  for (const char* model : {"diffusers-tiny/model", "lucidrains-tiny/model-1.pt"}) {
+    SCOPED_TRACE(model);
+    Fixture f = open(model);
+    at::Tensor x = at::randn({1, 3, 16, 16}, at::make_generator<at::CPUGeneratorImpl>(5));
+    at::Tensor t = at::full({1}, 50, at::kLong);
+    auto shift = [](const at::Tensor& v) { return at::roll(v, {4, 6}, {2, 3}); };
+    auto forward = [&](const at::Tensor& v) { return f.loaded.network->forward(v, t, std::nullopt); };
+    EXPECT_GT(max_abs_diff(forward(shift(x)), shift(forward(x))), 1e-3);  // zero padding
+    ASSERT_TRUE(f.loaded.network->set_seamless(true));
+    EXPECT_LE(max_abs_diff(forward(shift(x)), shift(forward(x))), 1e-5);
+  }
+}
+
+TEST(Seamless, PipelineRestoresPaddingAndRefusesWhatCannotTile) {
+  Fixture f = open("diffusers-tiny/model");
+  gd::core::GenerateOptions options;
+  options.sampler = "ddim";
+  options.steps = 3;
+  options.width = options.height = 16;
+  at::Tensor plain = gd::core::generate(f.model, options);
+  options.seamless = true;
+  at::Tensor seamless = gd::core::generate(f.model, options);
+  EXPECT_GT(max_abs_diff(plain, seamless), 0.0);  // the padding really changed
+  options.seamless = false;
+  EXPECT_TRUE(at::equal(gd::core::generate(f.model, options), plain));  // and was switched back
+  options.seamless = true;
+  options.width = 15;
+  EXPECT_THROW(gd::core::generate(f.model, options), gd::Error);
+  Fixture ts = open("torchscript-tiny");
+  options.width = 16;
+  EXPECT_THROW(gd::core::generate(ts.model, options), gd::Error);
 }

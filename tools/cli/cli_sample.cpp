@@ -137,6 +137,7 @@ std::unique_ptr<Session> open_model(const Common& c) {
   m.downsampling_factor = info.downsampling_factor;
   m.native_width = info.native_width;
   m.native_height = info.native_height;
+  m.set_seamless = [network](bool on) { return network->set_seamless(on); };
   m.device = c.load.device;
   m.dtype = c.load.dtype;
   return session;
@@ -163,10 +164,11 @@ void save(const Common& c, const at::Tensor& colour, const at::Tensor& alpha, in
 int run_generate(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"width", "height", "batch"});
-  Args args(argv, valued, {}, {{"-o", "output"}});
+  Args args(argv, valued, {"seamless"}, {{"-o", "output"}});
   Common c = parse_common(args);
   core::GenerateOptions options;
   static_cast<core::RunOptions&>(options) = c.run;
+  options.seamless = args.flag("seamless");
   if (auto w = args.value("width")) options.width = static_cast<int>(parse_integer("width", *w, 1, 65536));
   if (auto h = args.value("height")) options.height = static_cast<int>(parse_integer("height", *h, 1, 65536));
   if (auto b = args.value("batch")) options.batch = static_cast<int>(parse_integer("batch", *b, 1, 1024));
@@ -231,8 +233,9 @@ void finish_image_run(const Common& c, ImageRun& r, const at::Tensor& result) {
 int run_img2img(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"input", "strength"});
-  Args args(argv, valued, {}, {{"-o", "output"}, {"-i", "input"}});
+  Args args(argv, valued, {"seamless"}, {{"-o", "output"}, {"-i", "input"}});
   Common c = parse_common(args);
+  c.run.seamless = args.flag("seamless");
   const double strength = parse_real("strength", args.value("strength").value_or("0.6"));
   if (!(strength > 0 && strength <= 1)) {
     throw UsageError("--strength must be in (0, 1], not " + args.value("strength").value_or(""));
