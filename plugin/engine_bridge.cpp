@@ -133,6 +133,7 @@ struct Engine::Impl {
     if (!(s.eta >= 0 && s.eta <= 1)) throw Error("eta must be between 0 and 1");
     run.eta = s.eta;
     run.seed = s.seed;
+    run.seamless = s.seamless;
     return run;
   }
 };
@@ -153,6 +154,7 @@ Engine::Engine(const std::string& model_path, const std::string& device) : impl_
   m.native_width = info.native_width;
   m.native_height = info.native_height;
   m.device = load.device;
+  m.set_seamless = [network](bool on) { return network->set_seamless(on); };
 
   ModelSummary& s = impl_->summary;
   s.architecture = info.architecture;

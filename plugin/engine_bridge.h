@@ -39,6 +39,7 @@ struct EngineSettings {
   double eta = 0.0;
   std::uint64_t seed = 0;   // resolved: never "random" here
   std::string device = "auto";  // "auto", "cpu" or "cuda"
+  bool seamless = false;        // tileable result (generate, img2img)
 };
 
 // A short description of a model, for the dialog label and the messages.

@@ -102,6 +102,11 @@ void add_output_argument(GimpProcedure* procedure) {
       gimp_choice_new_with_values("new-layer", 0, "New layer", nullptr,
                                   "replace", 1, "Replace pixels", nullptr, nullptr),
       "new-layer", G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_argument(
+      procedure, "seamless", "_Seamless",
+      "Make the result tile seamlessly (circular padding; the area's width and height must be "
+      "multiples of the model's downsampling factor)",
+      FALSE, G_PARAM_READWRITE);
 }
 
 // ---- Running ----------------------------------------------------------------------------------
@@ -190,6 +195,11 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
   if (seed < 0) seed = g_random_int_range(0, G_MAXINT);
   settings.seed = static_cast<std::uint64_t>(seed);
   const bool new_layer = has_property(config, "output") && get_string(config, "output") == "new-layer";
+  if (has_property(config, "seamless")) {
+    gboolean seamless = FALSE;
+    g_object_get(config, "seamless", &seamless, nullptr);
+    settings.seamless = seamless;
+  }
 
   gd::plugin::Region region;
   if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width, &region.height)) {

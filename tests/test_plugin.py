@@ -308,6 +308,8 @@ def main():
     error_cases = [
         ("py-bad-model", "rgb8", "img2img", dict(model=os.path.join(tmp, "no-such-model"), seed=1)),
         ("py-corrupt-model", "rgb8", "denoise", dict(model=inputs["rgb8"], seed=1)),
+        # Seamless output cannot be cropped, so a 21-pixel-wide area is refused (factor 2).
+        ("py-seamless-odd-size", "rgb8", "generate", dict(model=MODEL, seed=1, seamless=True)),
     ]
 
     # 1. Script-Fu, named arguments.
@@ -348,6 +350,8 @@ def main():
         err = r.get("error", "")
         check(r.get("status") == "execution-error", "%s: fails with EXECUTION_ERROR (%s)" % (name, r))
         check(err != "" and "\n" not in err, "%s: one-line message: %r" % (name, err))
+        if name == "py-seamless-odd-size":
+            check("multiples of 2" in err, "%s: names the size rule: %r" % (name, err))
         if inp:
             out, _ = read_png(os.path.join(tmp, name + ".out.png"))
             src, _ = read_png(inputs[inp])

@@ -67,7 +67,7 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
 
   // The action's own options.
   GList* action = nullptr;
-  for (const char* name : {"strength", "noise-level", "output"}) {
+  for (const char* name : {"strength", "noise-level", "output", "seamless"}) {
     if (has_property(config, name)) action = g_list_append(action, const_cast<char*>(name));
   }
   if (action) {
