@@ -337,4 +337,10 @@ TEST(TrainCommand, BadOptionsAndData) {
   // --tile repeats seamless textures that are smaller than the crop instead of refusing them.
   EXPECT_EQ(gd::cli::run_train(with(train_args(data, out, 2), {"--size", "32", "--tile"})), 0);
   EXPECT_TRUE(fs::exists(out + "/diffusion_pytorch_model.safetensors"));
+  // --attention-stages none: no attention anywhere, the middle block included.
+  const std::string conv_only = dir / "conv-only";
+  ASSERT_EQ(gd::cli::run_train(with(train_args(data, conv_only, 1), {"--attention-stages", "none"})), 0);
+  const nlohmann::json config = nlohmann::json::parse(read_bytes(conv_only + "/config.json"));
+  EXPECT_FALSE(config["add_attention"].get<bool>());
+  EXPECT_EQ(config["down_block_types"][0], "DownBlock2D");
 }

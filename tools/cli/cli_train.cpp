@@ -179,6 +179,10 @@ void interpret(Settings& s) {
       attention[static_cast<std::size_t>(stage)] = true;
     }
   }
+  // "none" means no self-attention anywhere, the middle block included: a fully convolutional
+  // network, whose cost grows linearly with the canvas (textures at 512x512 and beyond) and
+  // whose receptive field suits seamless tiling.
+  c.add_attention = att != "none";
   c.down_blocks.clear();
   c.up_blocks.clear();
   for (std::size_t i = 0; i < stages; ++i) {

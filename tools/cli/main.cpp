@@ -42,6 +42,7 @@ const char* kUsage =
     "        --ema-decay 0.995 --ema-every 10 --ema-after 100 --save-every 1000\n"
     "        --sample-every 1000 (0: off) --sample-count 4 --sample-steps 50 --log-every 50\n"
     "        --block-channels 32,64,128 --layers-per-block 2 --attention-stages last|none|0,2\n"
+    "        (none: no attention at all, middle block included: fully convolutional)\n"
     "        --norm-groups 32 --head-dim 8 --seed S --threads N --bf16\n"
     "        --tile (repeat images smaller than the crop: seamless textures)\n"
     "\n"
