@@ -1,5 +1,9 @@
 #include "tools/cli/cli_args.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
 namespace gd::cli {
 
 Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& valued,
@@ -45,6 +49,29 @@ std::string Args::required(const std::string& name) const {
   auto v = value(name);
   if (!v) throw UsageError("--" + name + " is required");
   return *v;
+}
+
+long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE) {
+    throw UsageError("--" + name + " must be a whole number, not '" + text + "'");
+  }
+  if (value < lo || value > hi) {
+    throw UsageError("--" + name + " must be between " + std::to_string(lo) + " and " +
+                     std::to_string(hi) + ", not " + text);
+  }
+  return value;
+}
+
+double parse_real(const std::string& name, const std::string& text) {
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(value)) {
+    throw UsageError("--" + name + " must be a number, not '" + text + "'");
+  }
+  return value;
 }
 
 }  // namespace gd::cli

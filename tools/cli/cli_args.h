@@ -32,4 +32,8 @@ class Args {
   std::set<std::string> flags_;
 };
 
+// Option values, strictly: the whole text must be a number. Errors name the option.
+long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi);
+double parse_real(const std::string& name, const std::string& text);
+
 }  // namespace gd::cli

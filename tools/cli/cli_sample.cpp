@@ -27,29 +27,6 @@ namespace {
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
                                              "objective", "device", "output", "bit-depth", "precision"};
 
-long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno == ERANGE) {
-    throw UsageError("--" + name + " must be a whole number, not '" + text + "'");
-  }
-  if (value < lo || value > hi) {
-    throw UsageError("--" + name + " must be between " + std::to_string(lo) + " and " +
-                     std::to_string(hi) + ", not " + text);
-  }
-  return value;
-}
-
-double parse_real(const std::string& name, const std::string& text) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(value)) {
-    throw UsageError("--" + name + " must be a number, not '" + text + "'");
-  }
-  return value;
-}
-
 c10::Device parse_device(const std::string& text) {
   if (text == "cpu") return c10::Device(c10::kCPU);
   if (text == "cuda") {

@@ -60,27 +60,9 @@ const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
     {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}};
 
-long long parse_int(const std::string& name, const std::string& text, long long lo, long long hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno == ERANGE) {
-    throw UsageError("--" + name + " must be a whole number, not '" + text + "'");
-  }
-  if (value < lo || value > hi) {
-    throw UsageError("--" + name + " must be between " + std::to_string(lo) + " and " +
-                     std::to_string(hi) + ", not " + text);
-  }
-  return value;
-}
-
 double parse_double(const std::string& name, const std::string& text, double lo, double hi,
                     bool open_low = false) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(value)) {
-    throw UsageError("--" + name + " must be a number, not '" + text + "'");
-  }
+  const double value = parse_real(name, text);
   if (value < lo || value > hi || (open_low && value == lo)) {
     char range[96];
     std::snprintf(range, sizeof range, "%s %g and at most %g", open_low ? "above" : "at least", lo, hi);
@@ -118,9 +100,9 @@ struct Settings {
 // Fills every typed field from s.raw, validating each value.
 void interpret(Settings& s) {
   auto& r = s.raw;
-  s.size = static_cast<int>(parse_int("size", r["size"], 1, 4096));
-  s.batch = static_cast<int>(parse_int("batch", r["batch"], 1, 4096));
-  s.steps = parse_int("steps", r["steps"], 1, 1LL << 40);
+  s.size = static_cast<int>(parse_integer("size", r["size"], 1, 4096));
+  s.batch = static_cast<int>(parse_integer("batch", r["batch"], 1, 4096));
+  s.steps = parse_integer("steps", r["steps"], 1, 1LL << 40);
   s.lr = parse_double("lr", r["lr"], 0, 1, true);
   s.weight_decay = parse_double("weight-decay", r["weight-decay"], 0, 1);
   const std::string& obj = r["objective"];
@@ -133,24 +115,24 @@ void interpret(Settings& s) {
   else if (sched == "squaredcos_cap_v2" || sched == "cosine") s.schedule.beta_schedule = core::BetaSchedule::SquaredCosCapV2;
   else if (sched == "sigmoid") s.schedule.beta_schedule = core::BetaSchedule::Sigmoid;
   else throw UsageError("--schedule must be linear, squaredcos_cap_v2 or sigmoid, not '" + sched + "'");
-  s.schedule.num_train_timesteps = static_cast<int>(parse_int("timesteps", r["timesteps"], 2, 100000));
+  s.schedule.num_train_timesteps = static_cast<int>(parse_integer("timesteps", r["timesteps"], 2, 100000));
   // diffusers' DDPM defaults scale with 1000 steps; fewer steps keep the same end points.
   s.schedule.beta_start = 0.0001;
   s.schedule.beta_end = 0.02;
   if (r["loss"] == "l1") s.loss = core::LossType::L1;
   else if (r["loss"] == "l2") s.loss = core::LossType::L2;
   else throw UsageError("--loss must be l1 or l2, not '" + r["loss"] + "'");
-  s.accumulate = static_cast<int>(parse_int("accumulate", r["accumulate"], 1, 1024));
+  s.accumulate = static_cast<int>(parse_integer("accumulate", r["accumulate"], 1, 1024));
   s.clip = parse_double("clip", r["clip"], 0, 1e6);
   s.ema_decay = parse_double("ema-decay", r["ema-decay"], 0, 1);
-  s.ema_every = static_cast<int>(parse_int("ema-every", r["ema-every"], 1, 1000000));
-  s.ema_after = static_cast<int>(parse_int("ema-after", r["ema-after"], 0, 1LL << 30));
-  s.save_every = parse_int("save-every", r["save-every"], 0, 1LL << 40);
-  s.sample_every = parse_int("sample-every", r["sample-every"], 0, 1LL << 40);
-  s.sample_count = static_cast<int>(parse_int("sample-count", r["sample-count"], 1, 64));
-  s.sample_steps = static_cast<int>(parse_int("sample-steps", r["sample-steps"], 1, 100000));
-  s.log_every = parse_int("log-every", r["log-every"], 1, 1LL << 40);
-  s.threads = static_cast<int>(parse_int("threads", r["threads"], 0, 1024));
+  s.ema_every = static_cast<int>(parse_integer("ema-every", r["ema-every"], 1, 1000000));
+  s.ema_after = static_cast<int>(parse_integer("ema-after", r["ema-after"], 0, 1LL << 30));
+  s.save_every = parse_integer("save-every", r["save-every"], 0, 1LL << 40);
+  s.sample_every = parse_integer("sample-every", r["sample-every"], 0, 1LL << 40);
+  s.sample_count = static_cast<int>(parse_integer("sample-count", r["sample-count"], 1, 64));
+  s.sample_steps = static_cast<int>(parse_integer("sample-steps", r["sample-steps"], 1, 100000));
+  s.log_every = parse_integer("log-every", r["log-every"], 1, 1LL << 40);
+  s.threads = static_cast<int>(parse_integer("threads", r["threads"], 0, 1024));
   s.bf16 = r["bf16"] == "yes";
   s.tile = r["tile"] == "yes";
   if (s.sample_steps > s.schedule.num_train_timesteps) {
@@ -160,22 +142,22 @@ void interpret(Settings& s) {
   models::UNet2DConfig& c = s.unet;
   c.block_out_channels.clear();
   for (const std::string& part : split(r["block-channels"], ',')) {
-    c.block_out_channels.push_back(parse_int("block-channels", part, 1, 4096));
+    c.block_out_channels.push_back(parse_integer("block-channels", part, 1, 4096));
   }
   if (c.block_out_channels.empty() || c.block_out_channels.size() > 6) {
     throw UsageError("--block-channels must list 1 to 6 widths, like 32,64,128");
   }
   const std::size_t stages = c.block_out_channels.size();
-  c.layers_per_block = parse_int("layers-per-block", r["layers-per-block"], 1, 8);
-  c.norm_num_groups = parse_int("norm-groups", r["norm-groups"], 1, 1024);
-  c.attention_head_dim = parse_int("head-dim", r["head-dim"], 1, 4096);
+  c.layers_per_block = parse_integer("layers-per-block", r["layers-per-block"], 1, 8);
+  c.norm_num_groups = parse_integer("norm-groups", r["norm-groups"], 1, 1024);
+  c.attention_head_dim = parse_integer("head-dim", r["head-dim"], 1, 4096);
   std::vector<bool> attention(stages, false);
   const std::string& att = r["attention-stages"];
   if (att == "last") {
     attention[stages - 1] = true;
   } else if (att != "none") {
     for (const std::string& part : split(att, ',')) {
-      const long long stage = parse_int("attention-stages", part, 0, static_cast<long long>(stages) - 1);
+      const long long stage = parse_integer("attention-stages", part, 0, static_cast<long long>(stages) - 1);
       attention[static_cast<std::size_t>(stage)] = true;
     }
   }
@@ -238,7 +220,7 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
   }
   for (const auto& [key, def] : kFreeDefaults) s.raw[key] = args.value(key).value_or(def);
   if (auto seed = args.value("seed")) {
-    s.seed = static_cast<std::uint64_t>(parse_int("seed", *seed, 0, 1LL << 53));
+    s.seed = static_cast<std::uint64_t>(parse_integer("seed", *seed, 0, 1LL << 53));
   }
   interpret(s);
   return s;
