@@ -50,10 +50,11 @@ nlohmann::json cases(const std::string& folder) {
 
 }  // namespace
 
-TEST(Pipeline, GenerateMatchesEveryDiffusersCase) {
-  Fixture f = open("diffusers-tiny/model");
+// Runs every "generate" case of a fixture folder's cases.json through generate().
+int check_generate_cases(const std::string& folder, const std::string& model) {
+  Fixture f = open(folder + "/" + model);
   int checked = 0;
-  for (const auto& c : cases("diffusers-tiny")) {
+  for (const auto& c : cases(folder)) {
     if (c["kind"] != "generate") continue;
     SCOPED_TRACE(c["file"].get<std::string>());
     gd::core::GenerateOptions options;
@@ -65,11 +66,19 @@ TEST(Pipeline, GenerateMatchesEveryDiffusersCase) {
     options.width = c["width"];
     options.height = c["height"];
     at::Tensor image = gd::core::generate(f.model, options);
-    const std::string file = "diffusers-tiny/" + c["file"].get<std::string>();
+    const std::string file = folder + "/" + c["file"].get<std::string>();
     EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
     ++checked;
   }
-  EXPECT_EQ(checked, 7);
+  return checked;
+}
+
+TEST(Pipeline, GenerateMatchesEveryDiffusersCase) {
+  EXPECT_EQ(check_generate_cases("diffusers-tiny", "model"), 7);
+}
+
+TEST(Pipeline, GenerateMatchesEveryDdpmPytorchCase) {
+  EXPECT_EQ(check_generate_cases("lucidrains-tiny", "model-1.pt"), 3);
 }
 
 TEST(Pipeline, Img2ImgMatchesEveryDiffusersCase) {
@@ -85,28 +94,6 @@ TEST(Pipeline, Img2ImgMatchesEveryDiffusersCase) {
     options.eta = c["eta"];
     options.seed = c["seed"];
     at::Tensor image = gd::core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
-    EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
-    ++checked;
-  }
-  EXPECT_EQ(checked, 3);
-}
-
-TEST(Pipeline, GenerateMatchesEveryDdpmPytorchCase) {
-  Fixture f = open("lucidrains-tiny/model-1.pt");
-  int checked = 0;
-  for (const auto& c : cases("lucidrains-tiny")) {
-    if (c["kind"] != "generate") continue;
-    SCOPED_TRACE(c["file"].get<std::string>());
-    gd::core::GenerateOptions options;
-    options.sampler = c["sampler"];
-    options.steps = c["steps"];
-    options.eta = c["eta"];
-    options.seed = c["seed"];
-    options.batch = c["batch"];
-    options.width = c["width"];
-    options.height = c["height"];
-    at::Tensor image = gd::core::generate(f.model, options);
-    const std::string file = "lucidrains-tiny/" + c["file"].get<std::string>();
     EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
     ++checked;
   }
