@@ -22,6 +22,7 @@ using namespace gd::core;
 using gd::test::data_path;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
+using gd::test::expect_error;
 
 namespace {
 
@@ -90,20 +91,6 @@ at::Tensor toy_output(const at::Tensor& x, const at::Tensor& t,
   at::Tensor eps = 0.7 * x - 0.8 * cond + 0.01 * tf;
   at::Tensor v = at::tanh(x + 0.3 * cond);
   return at::cat({eps, v}, 1);
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no gd::Error thrown (expected '" << needle << "')";
-  } catch (const gd::Cancelled&) {
-    ADD_FAILURE() << "gd::Cancelled instead of an error";
-  } catch (const gd::Error& e) {
-    const std::string message = e.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' not in: " << message;
-  }
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ using gd::Error;
 using gd::test::data_path;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
+using gd::test::expect_error;
 
 namespace {
 
@@ -39,21 +40,6 @@ nlohmann::json read_json(const std::string& relative) {
   std::ifstream in(data_path(relative));
   if (!in) throw std::runtime_error("cannot open " + relative);
   return nlohmann::json::parse(in);
-}
-
-// Runs `fn`, expects a one-line gd::Error whose message contains every part of `needles`.
-template <typename Fn>
-void expect_error(Fn fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no gd::Error thrown";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' not in: " << message;
-    }
-  }
 }
 
 // A RawTensor that owns a contiguous float32 copy of `t`.

@@ -23,18 +23,12 @@ using gd::Error;
 using gd::test::data_path;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
+using gd::test::expect_error;
+using gd::test::read_text;
 
 namespace {
 
 const std::string kCase = "diffusers-tiny/";
-
-std::string read_text(const std::string& relative) {
-  std::ifstream in(data_path(relative), std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + relative);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 UNet2DConfig fixture_config() {
   return parse_unet2d_config(read_text(kCase + "model/config.json"), "config.json");
@@ -50,21 +44,6 @@ std::unique_ptr<DiffusersUNet> fixture_unet() {
   auto unet = std::make_unique<DiffusersUNet>(fixture_config(), at::TensorOptions().dtype(at::kFloat));
   unet->params()->load(fixture_weights(), "", "diffusion_pytorch_model.safetensors");
   return unet;
-}
-
-// Runs `fn`, expects a one-line gd::Error whose message contains every part of `needles`.
-template <typename Fn>
-void expect_error(Fn fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no gd::Error thrown";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' not in: " << message;
-    }
-  }
 }
 
 // The fixture's config.json with the value of one top-level key replaced by `json_value`.

@@ -37,18 +37,12 @@ using gd::core::ScheduleConfig;
 using gd::core::TimestepSpacing;
 using gd::test::data_path;
 using gd::test::max_abs_diff;
+using gd::test::expect_error;
+using gd::test::read_text;
 
 namespace {
 
 const std::string kCase = "diffusers-tiny/";
-
-std::string read_text(const std::string& relative) {
-  std::ifstream in(data_path(relative), std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + relative);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 nlohmann::json cases() { return nlohmann::json::parse(read_text(kCase + "cases.json")); }
 
@@ -128,21 +122,6 @@ ScheduleConfig dummy_schedule() {
 at::Tensor dummy_sample(int batch = 2) {
   // A deterministic [N, 3, 8, 8] sample in roughly [-1, 1].
   return at::sin(at::arange(batch * 3 * 8 * 8, at::kFloat) * 0.37).view({batch, 3, 8, 8});
-}
-
-// Runs `fn` and expects a gd::Error whose message contains `needle`.
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no gd::Error thrown (expected '" << needle << "')";
-  } catch (const gd::Cancelled&) {
-    ADD_FAILURE() << "gd::Cancelled instead of an error about '" << needle << "'";
-  } catch (const gd::Error& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find(needle), std::string::npos) << message;
-    EXPECT_EQ(message.find('\n'), std::string::npos) << "message is not one line: " << message;
-  }
 }
 
 }  // namespace

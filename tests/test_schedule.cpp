@@ -3,8 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
-#include <iterator>
 
 #include "core/error.h"
 #include "core/schedule.h"
@@ -75,10 +73,7 @@ TEST(BetaSchedule, CumulativeAlphasAreTheProductOfOneMinusBeta) {
 // The fixture's tables come from diffusers' DDPMScheduler itself: they must agree bit for bit,
 // because every sampler step multiplies by them.
 TEST(BetaSchedule, MatchesDiffusersFixture) {
-  const std::string dir = gd::test::data_path("diffusers-tiny/model/scheduler_config.json");
-  std::ifstream file(dir);
-  ASSERT_TRUE(file.good()) << dir;
-  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const std::string text = gd::test::read_text("diffusers-tiny/model/scheduler_config.json");
   ScheduleConfig config = gd::core::parse_scheduler_config(text, "scheduler_config.json");
   EXPECT_EQ(config.num_train_timesteps, 100);
   EXPECT_EQ(config.beta_schedule, BetaSchedule::Linear);
