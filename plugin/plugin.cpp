@@ -62,8 +62,8 @@ void add_common_arguments(GimpProcedure* procedure) {
       procedure, "model", "_Model",
       "Model folder (diffusers UNet2DModel or pipeline, TorchScript folder) or checkpoint file "
       "(denoising-diffusion-pytorch model-N.pt), or the name of a model installed in "
-      "<GIMP user folder>/diffusion-models. Empty: $GIMP_DIFFUSION_MODEL, else the first "
-      "installed model",
+      "<GIMP user folder>/diffusion-models. Empty: $GIMP_DIFFUSION_MODEL, else the bundled "
+      "texture model (gimp-patterns)",
       "", G_PARAM_READWRITE);
 
   GimpChoice* samplers = gimp_choice_new();

@@ -22,6 +22,8 @@ import numpy as np
 
 DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
 MODEL = os.path.join(DATA, "diffusers-tiny", "model")
+# The texture model shipped with the plug-in: what model "" means when GIMP_DIFFUSION_MODEL is unset.
+BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "checkpoints", "gimp-patterns")
 CLI = os.environ["GD_CLI"]
 BATCH = os.environ.get("GD_GIMP_BATCH", os.path.join(os.path.dirname(__file__), "..", "tools", "gimp-batch"))
 W, H = 21, 18          # odd on purpose: the model's factor is 2, so the engine pads and crops
@@ -143,6 +145,8 @@ CASES = [
     ("i2i-rgb8-layer", "rgb8", "img2img", True, dict(seed=13, strength=0.8, output="new-layer"), "scheme"),
     ("dn-gray8-sel", "gray8", "denoise", True, {"seed": 14, "noise-level": 0.1}, "scheme"),
     ("dn-rgba8", "rgba8", "denoise", False, {"seed": 15, "noise-level": 0.0}, "scheme"),
+    # model "" without GIMP_DIFFUSION_MODEL (the Script-Fu run): the bundled texture model.
+    ("gen-bundled", "rgb8", "generate", True, dict(seed=19, output="new-layer", model=""), "scheme"),
     ("py-gen-random", "rgb8", "generate", True, dict(seed=-1, output="new-layer"), "python"),
     # model "": the default model, here from GIMP_DIFFUSION_MODEL.
     ("py-i2i-rgba8-sel", "rgba8", "img2img", True, dict(seed=16, strength=0.6, output="replace", model=""), "python"),
@@ -241,30 +245,32 @@ def gimp_batch(interpreter, script, timeout=300, env=None):
     return p.returncode, p.stdout + p.stderr
 
 
-def cli(command, args):
-    cmd = [CLI, command, "--model", MODEL] + args
+def cli(command, args, model=MODEL):
+    cmd = [CLI, command, "--model", model] + args
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise RuntimeError("CLI failed: %s\n%s" % (" ".join(cmd), p.stderr))
 
 
-def reference(tmp, name, inp_path, proc, sel, args, seed):
+def reference(tmp, name, inp_path, proc, sel, args, seed, iface):
     """The CLI's result for the area the plug-in processed: colour [h, w, C] floats."""
     src, depth = read_png(inp_path)
+    # Only the Python-Fu run sets GIMP_DIFFUSION_MODEL; elsewhere model "" is the bundled model.
+    model = BUNDLED if args.get("model") == "" and iface == "scheme" else MODEL
     x, y, w, h = SEL if sel else (0, 0, W, H)
     ref_out = os.path.join(tmp, name + ".ref.safetensors")
     common = ["--sampler", COMMON["sampler"], "--steps", str(COMMON["steps"]), "--eta", "0",
               "--seed", str(seed), "--device", "cpu", "-o", ref_out]
     if proc == "generate":
-        cli("generate", ["--width", str(w), "--height", str(h)] + common)
+        cli("generate", ["--width", str(w), "--height", str(h)] + common, model)
     else:
         crop = os.path.join(tmp, name + ".crop.png")
         write_png(crop, src[y:y + h, x:x + w], depth)
         if proc == "img2img":
-            cli("img2img", ["-i", crop, "--strength", str(args["strength"])] + common)
+            cli("img2img", ["-i", crop, "--strength", str(args["strength"])] + common, model)
         else:
             lvl = args["noise-level"]
-            cli("denoise", ["-i", crop, "--sigma", "auto" if lvl == 0 else str(lvl)] + common)
+            cli("denoise", ["-i", crop, "--sigma", "auto" if lvl == 0 else str(lvl)] + common, model)
     ref = read_safetensors(ref_out)[0].transpose(1, 2, 0)  # HWC
     return ref
 
@@ -281,7 +287,7 @@ def compare_case(tmp, inputs, case, seed):
     colour = 1 if channels_in in (1, 2) else 3
     has_alpha = channels_in in (2, 4)
     check(out.shape[:2] == src.shape[:2], "%s: size kept" % name)
-    ref = reference(tmp, name, inputs[inp], proc, sel, args, seed)
+    ref = reference(tmp, name, inputs[inp], proc, sel, args, seed, iface)
     if colour == 1 and ref.shape[2] == 3:
         ref = ref.mean(axis=2, keepdims=True)   # the engine's RGB -> gray for gray images
     ref = ref[..., :colour]
