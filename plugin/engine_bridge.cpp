@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/memory_policy.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
 #include "models/model_loader.h"
@@ -139,6 +140,7 @@ struct Engine::Impl {
 };
 
 Engine::Engine(const std::string& model_path, const std::string& device) : impl_(new Impl) {
+  core::reuse_freed_memory();  // a plug-in run is a one-shot process: see core/memory_policy.h
   models::LoadOptions load;
   load.device = parse_device(device);
   impl_->loaded = models::load_model(model_path, load);

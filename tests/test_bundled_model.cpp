@@ -136,7 +136,7 @@ TEST(BundledModel, SeamlessTextureTiles) {
 TEST(BundledModel, DenoisesTexturesItNeverSaw) {
   // Gaussian noise of sigma 25/255 on held-out patterns; the model's denoise (sigma given,
   // its default sampler) must clearly raise the PSNR on every one of them.
-  constexpr double kMinGainDb = 4.0;
+  constexpr double kMinGainDb = 5.0;  // measured 6.4 to 11.1 dB; the step-250 snapshot of the run reached 4.8
   auto gen = at::make_generator<at::CPUGeneratorImpl>(2026);
   for (const char* name : {"Animal_leather.png", "Wood_parque3.png", "Legacy_pebbles.png", "Stone_marble2.png"}) {
     SCOPED_TRACE(name);

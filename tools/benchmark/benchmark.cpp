@@ -29,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/memory_policy.h"
 #include "core/pipeline.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
@@ -92,6 +93,7 @@ std::string arg(int argc, char** argv, const std::string& name, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
+  gd::core::reuse_freed_memory();
   try {
     const std::string config_path = arg(argc, argv, "config", "");
     const std::string model_path = config_path.empty() ? arg(argc, argv, "model", "") : config_path;

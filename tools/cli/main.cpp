@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/memory_policy.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 
@@ -77,6 +78,7 @@ std::string one_line(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  gd::core::reuse_freed_memory();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
