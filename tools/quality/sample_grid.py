@@ -6,8 +6,8 @@
 
 Each cell is `gimp-diffusion-cli generate --seamless --sampler dpmpp_2m --steps 20 --seed S`, so
 any cell can be remade from its seed (the seeds run left to right, top to bottom). The cells
-are written to the work folder next to OUT (OUT without .png, plus -cells/) and reused when
-they already exist for the same model file, size and seed.
+are written to build-data/sample-grid-cells/ (git-ignored) and reused when they already exist
+for the same model file, size and seed.
 """
 import argparse
 import os
@@ -48,7 +48,7 @@ def main():
         sys.exit("%s: no such model" % args.model)
     weights = os.path.join(args.model, "diffusion_pytorch_model.safetensors")
     stamp = "%d" % int(os.stat(weights if os.path.exists(weights) else args.model).st_mtime)
-    cells_dir = os.path.splitext(args.out)[0] + "-cells"
+    cells_dir = os.path.join(REPO, "build-data", "sample-grid-cells")
     os.makedirs(cells_dir, exist_ok=True)
 
     cells = []
