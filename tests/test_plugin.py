@@ -167,7 +167,7 @@ def scheme_value(v):
 def scheme_script(tmp, inputs, cases):
     forms = []
     for name, inp, proc, sel, args, iface in cases:
-        allargs = dict(COMMON, model=MODEL, **args)
+        allargs = {**COMMON, "model": MODEL, **args}  # a case may override the model
         named = " ".join("#:%s %s" % (k, scheme_value(v)) for k, v in allargs.items())
         select = "(gimp-image-select-rectangle img CHANNEL-OP-REPLACE %d %d %d %d)" % SEL if sel else ""
         forms.append("""
