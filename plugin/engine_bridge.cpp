@@ -14,6 +14,7 @@
 #include "core/pipeline.h"
 #include "core/samplers.h"
 #include "models/model_loader.h"
+#include "models/pipeline_model.h"
 
 namespace gd::plugin {
 
@@ -145,18 +146,7 @@ Engine::Engine(const std::string& model_path, const std::string& device) : impl_
   load.device = parse_device(device);
   impl_->loaded = models::load_model(model_path, load);
   const models::ModelInfo& info = impl_->loaded.info;
-  models::Network* network = impl_->loaded.network.get();
-  core::PipelineModel& m = impl_->model;
-  m.network = [network](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return network->forward(x, t, sc);
-  };
-  m.schedule = impl_->loaded.schedule;
-  m.channels = info.in_channels;
-  m.downsampling_factor = info.downsampling_factor;
-  m.native_width = info.native_width;
-  m.native_height = info.native_height;
-  m.device = load.device;
-  m.set_seamless = [network](bool on) { return network->set_seamless(on); };
+  impl_->model = models::pipeline_model(impl_->loaded, load);
 
   ModelSummary& s = impl_->summary;
   s.architecture = info.architecture;
@@ -166,7 +156,7 @@ Engine::Engine(const std::string& model_path, const std::string& device) : impl_
   s.native_height = info.native_height;
   s.downsampling_factor = info.downsampling_factor;
   s.parameter_count = info.parameter_count;
-  s.default_sampler = core::default_sampler(m.schedule);
+  s.default_sampler = core::default_sampler(impl_->model.schedule);
   s.device = device_name(load.device);
 }
 

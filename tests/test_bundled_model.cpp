@@ -17,6 +17,7 @@
 
 #include "core/pipeline.h"
 #include "models/model_loader.h"
+#include "models/pipeline_model.h"
 #include "tests/test_files.h"
 #include "tools/cli/image_io.h"
 
@@ -35,16 +36,7 @@ Bundled& bundled() {
   static Bundled* b = [] {
     auto* f = new Bundled;
     f->loaded = gd::models::load_model(bundled_dir(), {});
-    gd::models::Network* net = f->loaded.network.get();
-    f->model.network = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-      return net->forward(x, t, sc);
-    };
-    f->model.schedule = f->loaded.schedule;
-    f->model.channels = f->loaded.info.in_channels;
-    f->model.downsampling_factor = f->loaded.info.downsampling_factor;
-    f->model.native_width = f->loaded.info.native_width;
-    f->model.native_height = f->loaded.info.native_height;
-    f->model.set_seamless = [net](bool on) { return net->set_seamless(on); };
+    f->model = gd::models::pipeline_model(f->loaded, {});
     return f;
   }();
   return *b;
@@ -109,11 +101,7 @@ TEST(BundledModel, SameSeedSameTexture) {
 
   // A second copy of the model, loaded from the files again, gives the very same texture.
   gd::models::LoadedModel again = gd::models::load_model(bundled_dir(), {});
-  gd::core::PipelineModel model = bundled().model;
-  gd::models::Network* net = again.network.get();
-  model.network = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net->forward(x, t, sc);
-  };
+  const gd::core::PipelineModel model = gd::models::pipeline_model(again, {});
   gd::core::GenerateOptions options;
   options.seed = 3;
   options.width = options.height = 64;

@@ -12,7 +12,8 @@ import struct
 import subprocess
 import tempfile
 import unittest
-import zlib
+
+from png_files import decode_png, encode_png
 
 CLI = os.environ.get("GD_CLI", "build/tools/cli/gimp-diffusion-cli")
 DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
@@ -48,61 +49,18 @@ def write_tensor(path, name, shape, values):
 
 def write_png(path, width, height, channels, depth, rows):
     """rows: list of lists of integer samples (interleaved)."""
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     fmt = ">%dH" if depth == 16 else "%dB"
-    raw = b"".join(b"\0" + struct.pack(fmt % len(r), *r) for r in rows)
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    encode_png(path, width, height, channels, depth, b"".join(struct.pack(fmt % len(r), *r) for r in rows))
 
 
 def read_png(path):
-    """Decodes a non-interlaced 8/16-bit PNG (all five filter types) -> (w, h, channels, depth, rows)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            w, h, depth, color_type = struct.unpack(">IIBB", body[:10])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    channels = {0: 1, 4: 2, 2: 3, 6: 4}[color_type]
-    bpp = channels * depth // 8
-    stride = w * bpp
-    raw = zlib.decompress(idat)
-    prev = bytearray(stride)
+    """-> (w, h, channels, depth, rows of integer samples)."""
+    w, h, channels, depth, samples = decode_png(path)
+    stride = len(samples) // h
     rows = []
     for y in range(h):
-        ftype = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if ftype == 1:
-                line[i] = (line[i] + a) & 255
-            elif ftype == 2:
-                line[i] = (line[i] + b) & 255
-            elif ftype == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif ftype == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[i] = (line[i] + pred) & 255
-        prev = line
-        if depth == 16:
-            rows.append(list(struct.unpack(">%dH" % (stride // 2), bytes(line))))
-        else:
-            rows.append(list(line))
+        line = samples[y * stride:(y + 1) * stride]
+        rows.append(list(struct.unpack(">%dH" % (stride // 2), line)) if depth == 16 else list(line))
     return w, h, channels, depth, rows
 
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "models/model_loader.h"
+#include "models/pipeline_model.h"
 #include "tests/test_util.h"
 
 using gd::test::data_path;
@@ -28,17 +29,7 @@ Fixture open(const std::string& relative, c10::ScalarType dtype = at::kFloat) {
   gd::models::LoadOptions options;
   options.dtype = dtype;
   f.loaded = gd::models::load_model(data_path(relative), options);
-  f.model.dtype = dtype;
-  gd::models::Network* net = f.loaded.network.get();
-  f.model.network = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net->forward(x, t, sc);
-  };
-  f.model.schedule = f.loaded.schedule;
-  f.model.channels = f.loaded.info.in_channels;
-  f.model.downsampling_factor = f.loaded.info.downsampling_factor;
-  f.model.native_width = f.loaded.info.native_width;
-  f.model.native_height = f.loaded.info.native_height;
-  f.model.set_seamless = [net](bool on) { return net->set_seamless(on); };
+  f.model = gd::models::pipeline_model(f.loaded, options);
   return f;
 }
 

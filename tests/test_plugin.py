@@ -16,9 +16,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 
 import numpy as np
+
+from png_files import decode_png, encode_png
 
 DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
 MODEL = os.path.join(DATA, "diffusers-tiny", "model")
@@ -43,64 +44,15 @@ def check(cond, what):
 def write_png(path, arr, depth):
     """arr: HxWxC floats in [0, 1]; C 1..4; depth 8 or 16."""
     h, w, c = arr.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
     maxv = 255 if depth == 8 else 65535
     q = np.rint(np.clip(arr, 0, 1) * maxv).astype(">u2" if depth == 16 else "u1")
-    raw = b"".join(b"\x00" + q[y].tobytes() for y in range(h))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)))
-        f.write(chunk(b"IDAT", zlib.compress(raw)))
-        f.write(chunk(b"IEND", b""))
+    encode_png(path, w, h, c, depth, q.tobytes())
 
 
 def read_png(path):
-    """-> (HxWxC float array in [0, 1], bit depth). Non-interlaced 8/16-bit, no palette."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    pos, idat = 8, b""
-    while pos < len(data):
-        n = struct.unpack(">I", data[pos:pos + 4])[0]
-        tag = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + n]
-        if tag == b"IHDR":
-            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
-        elif tag == b"IDAT":
-            idat += body
-        pos += 12 + n
-    assert interlace == 0 and ctype in (0, 2, 4, 6) and depth in (8, 16), (path, ctype, depth)
-    c = {0: 1, 4: 2, 2: 3, 6: 4}[ctype]
-    bpp = c * depth // 8
-    stride = w * bpp
-    raw = zlib.decompress(idat)
-    out = bytearray(h * stride)
-    prev = bytearray(stride)
-    for y in range(h):
-        ft = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            cc = prev[i - bpp] if i >= bpp else 0
-            if ft == 1:
-                line[i] = (line[i] + a) & 255
-            elif ft == 2:
-                line[i] = (line[i] + b) & 255
-            elif ft == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif ft == 4:
-                p = a + b - cc
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
-                pr = a if pa <= pb and pa <= pc else (b if pb <= pc else cc)
-                line[i] = (line[i] + pr) & 255
-        out[y * stride:(y + 1) * stride] = line
-        prev = line
-    arr = np.frombuffer(bytes(out), dtype=">u2" if depth == 16 else "u1").reshape(h, w, c)
+    """-> (HxWxC float array in [0, 1], bit depth)."""
+    w, h, c, depth, samples = decode_png(path)
+    arr = np.frombuffer(samples, dtype=">u2" if depth == 16 else "u1").reshape(h, w, c)
     return arr.astype(np.float64) / (65535.0 if depth == 16 else 255.0), depth
 
 

@@ -15,6 +15,7 @@
 #include "core/pipeline.h"
 #include "core/samplers.h"
 #include "models/model_loader.h"
+#include "models/pipeline_model.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/image_tensor.h"
@@ -103,20 +104,7 @@ struct Session {
 std::unique_ptr<Session> open_model(const Common& c) {
   auto session = std::make_unique<Session>();
   session->loaded = models::load_model(c.model_path, c.load);
-  const models::ModelInfo& info = session->loaded.info;
-  models::Network* network = session->loaded.network.get();
-  core::PipelineModel& m = session->model;
-  m.network = [network](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return network->forward(x, t, sc);
-  };
-  m.schedule = session->loaded.schedule;
-  m.channels = info.in_channels;
-  m.downsampling_factor = info.downsampling_factor;
-  m.native_width = info.native_width;
-  m.native_height = info.native_height;
-  m.set_seamless = [network](bool on) { return network->set_seamless(on); };
-  m.device = c.load.device;
-  m.dtype = c.load.dtype;
+  session->model = models::pipeline_model(session->loaded, c.load);
   return session;
 }
 
