@@ -301,6 +301,13 @@ TEST(TrainCommand, ResumeIsExact) {
   EXPECT_THROW(gd::cli::run_train(with(train_args(dir / "data", dir / "b", 10), {"--resume", "--batch", "3"})),
                gd::cli::UsageError);
   EXPECT_THROW(gd::cli::run_train(train_args(dir / "data", dir / "b", 10)), gd::Error);
+  // --bf16 does not define the run (weights, optimizer and EMA stay float32): a run may move to
+  // it on resume, and it trains on.
+  ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "10",
+                                "--sample-every", "0", "--resume", "--bf16"}), 0);
+  const std::string c = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(c.size(), b.size());
+  EXPECT_FALSE(c == b) << "the bf16 steps did not change the EMA weights";
 }
 
 TEST(TrainCommand, BadOptionsAndData) {

@@ -49,13 +49,15 @@ namespace {
 namespace fs = std::filesystem;
 
 // Options that define the run: on --resume they default to the checkpoint's values and may not
-// be changed. The others (steps, save/sample intervals, threads, logging) may.
+// be changed. The others (steps, save/sample intervals, threads, logging, --bf16) may: bf16
+// autocast only changes how the forward pass is computed (the weights, the optimizer and the
+// EMA stay float32), so a run may move to it, or off it, between sessions.
 const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"size", "64"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
     {"accumulate", "1"}, {"clip", "1.0"}, {"ema-decay", "0.995"}, {"ema-every", "10"},
     {"ema-after", "100"}, {"block-channels", "32,64,128"}, {"layers-per-block", "2"},
-    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"bf16", "no"}, {"tile", "no"}};
+    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"}};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
     {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}};
@@ -188,7 +190,7 @@ void interpret(Settings& s) {
 
 const std::set<std::string> kFlags = {"resume", "bf16", "tile"};
 // The fixed options given as flags (stored as "yes" / "no").
-const std::set<std::string> kFixedFlags = {"bf16", "tile"};
+const std::set<std::string> kFixedFlags = {"tile"};
 
 std::set<std::string> valued_options() {
   std::set<std::string> valued = {"data", "out", "seed"};
@@ -219,6 +221,7 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
     }
   }
   for (const auto& [key, def] : kFreeDefaults) s.raw[key] = args.value(key).value_or(def);
+  s.raw["bf16"] = args.flag("bf16") ? "yes" : "no";
   if (auto seed = args.value("seed")) {
     s.seed = static_cast<std::uint64_t>(parse_integer("seed", *seed, 0, 1LL << 53));
   }
