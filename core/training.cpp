@@ -76,7 +76,8 @@ void init_parameters(const NamedParams& params, at::Generator& gen) {
     if (p.dim() >= 2 || (is_bias && it != fan_in.end())) {
       const std::int64_t fan = p.dim() >= 2 ? p.numel() / p.size(0) : it->second;
       const double bound = 1.0 / std::sqrt(static_cast<double>(fan));
-      p.uniform_(-bound, bound, gen);
+      // Drawn on the CPU, where the generator is, then copied: the same numbers on any device.
+      p.copy_(at::empty(p.sizes(), at::TensorOptions().dtype(p.dtype())).uniform_(-bound, bound, gen));
     } else if (is_bias) {
       p.zero_();
     } else {

@@ -319,7 +319,7 @@ TEST(TrainCommand, BadOptionsAndData) {
       {"--size", "15"}, {"--block-channels", "8,x"}, {"--attention-stages", "2"}, {"--lr", "0"},
       {"--lr", "abc"}, {"--clip", "-1"}, {"--ema-decay", "1.5"}, {"--accumulate", "0"},
       {"--norm-groups", "3"}, {"--sample-steps", "51"}, {"--steps", "0"}, {"--bogus", "1"},
-      {"--threads", "-2"}, {"--seed", "-1"}};
+      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}};
   for (const auto& bad : usage_errors) {
     try {
       gd::cli::run_train(with(train_args(data, out, 2), bad));
@@ -335,6 +335,15 @@ TEST(TrainCommand, BadOptionsAndData) {
   }
   EXPECT_THROW(gd::cli::run_train({"--out", out}), gd::cli::UsageError);
   EXPECT_THROW(gd::cli::run_train({"--data", data}), gd::cli::UsageError);
+  if (!at::hasCUDA()) {
+    // A missing GPU is an error that says so, before anything is written.
+    try {
+      gd::cli::run_train(with(train_args(data, out, 2), {"--device", "cuda"}));
+      ADD_FAILURE() << "--device cuda was accepted without a GPU";
+    } catch (const gd::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+    }
+  }
   EXPECT_FALSE(fs::exists(out)) << "bad options must not create anything";
   fs::create_directories(dir / "empty");
   EXPECT_THROW(gd::cli::run_train(train_args(dir / "empty", out, 2)), gd::Error);

@@ -18,6 +18,7 @@
 #include "models/pipeline_model.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/device_option.h"
 #include "tools/cli/image_tensor.h"
 #include "tools/cli/progress.h"
 
@@ -27,19 +28,6 @@ namespace {
 
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
                                              "objective", "device", "output", "bit-depth", "precision"};
-
-c10::Device parse_device(const std::string& text) {
-  if (text == "cpu") return c10::Device(c10::kCPU);
-  if (text == "cuda") {
-    if (!at::hasCUDA()) {
-      throw Error("--device cuda: no CUDA device is available (this build or machine has none); "
-                  "use --device cpu or auto");
-    }
-    return c10::Device(c10::kCUDA, 0);
-  }
-  if (text == "auto") return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  throw UsageError("--device must be auto, cpu or cuda, not '" + text + "'");
-}
 
 struct Common {
   models::LoadOptions load;

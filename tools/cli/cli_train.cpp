@@ -10,7 +10,10 @@
 //
 // Every random number of the run (initial weights, crops, timesteps, noise) comes from one CPU
 // generator seeded with --seed, and its state is saved in the checkpoint, so an interrupted run
-// resumed with --resume continues exactly as if it had not stopped.
+// resumed with --resume continues exactly as if it had not stopped. On the CPU that is bit for
+// bit; on CUDA (--device cuda, or auto on a machine with a GPU) the random numbers are the same,
+// still drawn on the CPU, but cuDNN's kernels are not bit-reproducible. A run may move between
+// devices at a --resume: the checkpoint is read onto whichever device the run continues on.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
@@ -40,6 +43,7 @@
 #include "models/diffusers_writer.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/device_option.h"
 #include "tools/cli/image_io.h"
 
 namespace gd::cli {
@@ -49,9 +53,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // Options that define the run: on --resume they default to the checkpoint's values and may not
-// be changed. The others (steps, save/sample intervals, threads, logging, --bf16) may: bf16
-// autocast only changes how the forward pass is computed (the weights, the optimizer and the
-// EMA stay float32), so a run may move to it, or off it, between sessions.
+// be changed. The others (steps, save/sample intervals, threads, logging, --device, --bf16) may:
+// the device and bf16 autocast only change where and how the forward pass is computed (the
+// weights, the optimizer and the EMA stay float32), so a run may switch between sessions.
 const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"size", "64"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
@@ -60,7 +64,7 @@ const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"}};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
-    {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}};
+    {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}, {"device", "auto"}};
 
 double parse_double(const std::string& name, const std::string& text, double lo, double hi,
                     bool open_low = false) {
@@ -92,6 +96,7 @@ struct Settings {
   double lr = 1e-4, weight_decay = 0, clip = 1, ema_decay = 0.995;
   int ema_every = 10, ema_after = 100;
   bool bf16 = false;
+  c10::Device device = c10::Device(c10::kCPU);
   bool tile = false;  // repeat images smaller than the crop (seamless textures)
   std::optional<std::uint64_t> seed;
   core::ScheduleConfig schedule;
@@ -136,6 +141,7 @@ void interpret(Settings& s) {
   s.log_every = parse_integer("log-every", r["log-every"], 1, 1LL << 40);
   s.threads = static_cast<int>(parse_integer("threads", r["threads"], 0, 1024));
   s.bf16 = r["bf16"] == "yes";
+  s.device = parse_device(r["device"]);
   s.tile = r["tile"] == "yes";
   if (s.sample_steps > s.schedule.num_train_timesteps) {
     throw UsageError("--sample-steps " + r["sample-steps"] + " exceeds --timesteps " + r["timesteps"]);
@@ -345,9 +351,9 @@ nlohmann::json read_stored_settings(const std::string& path) {
   }
 }
 
-void load_checkpoint(const std::string& path, Run& run) {
+void load_checkpoint(const std::string& path, Run& run, c10::Device device) {
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  archive.load_from(path, device);  // the run's device, whichever one wrote the checkpoint
   at::NoGradGuard no_grad;
   for (const auto& [name, p] : run.net->params()->all()) {
     at::Tensor t;
@@ -368,7 +374,7 @@ void load_checkpoint(const std::string& path, Run& run) {
   archive.read("rng", rng);
   run.step = step.item<std::int64_t>();
   run.ema->set_calls(calls.item<std::int64_t>());
-  run.gen.set_state(rng);
+  run.gen.set_state(rng.cpu());  // the generator is a CPU one, whatever the run's device
 }
 
 void write_sample_grid(const std::string& path, const Settings& s, models::DiffusersUNet& ema_net,
@@ -381,6 +387,7 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
   model.channels = 3;
   model.downsampling_factor = static_cast<int>(s.unet.downsampling_factor());
   model.native_width = model.native_height = s.size;
+  model.device = s.device;
   core::GenerateOptions options;
   options.sampler = "ddim";
   options.steps = s.sample_steps;
@@ -411,23 +418,24 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
   std::fprintf(stderr, "step %lld: samples in %s\n", static_cast<long long>(step), path.c_str());
 }
 
-// Autocast to bfloat16 on the CPU for the forward pass (convolutions and matmuls; norms and
-// the loss stay float32), restored on scope exit.
+// Autocast to bfloat16 on the training device for the forward pass (convolutions and matmuls;
+// norms and the loss stay float32), restored on scope exit. bf16 needs no loss scaling.
 struct Bf16Autocast {
-  explicit Bf16Autocast(bool on) : on_(on) {
+  Bf16Autocast(bool on, c10::DeviceType device) : on_(on), device_(device) {
     if (!on_) return;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCPU);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCPU);
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCPU, true);
+    prev_enabled_ = at::autocast::is_autocast_enabled(device_);
+    prev_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(device_, true);
   }
   ~Bf16Autocast() {
     if (!on_) return;
-    at::autocast::set_autocast_enabled(at::kCPU, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCPU, prev_dtype_);
+    at::autocast::set_autocast_enabled(device_, prev_enabled_);
+    at::autocast::set_autocast_dtype(device_, prev_dtype_);
     at::autocast::clear_cache();
   }
   bool on_;
+  c10::DeviceType device_;
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
@@ -462,7 +470,7 @@ int run_train(const std::vector<std::string>& argv) {
   if (ec) throw Error(state_dir.string() + ": cannot create the folder (" + ec.message() + ")");
 
   Run run;
-  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const auto options = at::TensorOptions().dtype(at::kFloat).device(s.device);
   run.net = std::make_unique<models::DiffusersUNet>(s.unet, options);
   run.ema_net = std::make_unique<models::DiffusersUNet>(s.unet, options);
   const std::uint64_t seed = s.seed.value_or(std::random_device{}() % (1ULL << 32));
@@ -479,12 +487,13 @@ int run_train(const std::vector<std::string>& argv) {
   run.ema = std::make_unique<core::Ema>(run.ema_net->params()->all(), s.ema_decay, s.ema_every, s.ema_after);
   run.ema->copy_from(params);
   if (resume) {
-    load_checkpoint(checkpoint, run);
-    std::fprintf(stderr, "resuming %s at step %lld\n", out.c_str(), static_cast<long long>(run.step));
+    load_checkpoint(checkpoint, run, s.device);
+    std::fprintf(stderr, "resuming %s at step %lld on %s\n", out.c_str(), static_cast<long long>(run.step),
+                 s.device.str().c_str());
   } else {
-    std::fprintf(stderr, "training %s: %zu images, %lld parameters, seed %llu\n", out.c_str(),
+    std::fprintf(stderr, "training %s: %zu images, %lld parameters, seed %llu, on %s\n", out.c_str(),
                  images.size(), static_cast<long long>(run.net->params()->count()),
-                 static_cast<unsigned long long>(seed));
+                 static_cast<unsigned long long>(seed), s.device.str().c_str());
   }
 
   const core::DiffusionLoss loss(s.schedule, s.loss);
@@ -505,10 +514,11 @@ int run_train(const std::vector<std::string>& argv) {
   while (run.step < s.steps) {
     double step_loss = 0;
     for (int micro = 0; micro < s.accumulate; ++micro) {
-      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen);
+      // Crops are cut on the CPU (the generator lives there), then moved: [B, 3, S, S].
+      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen).to(s.device);
       at::Tensor value;
       {
-        Bf16Autocast autocast(s.bf16);
+        Bf16Autocast autocast(s.bf16, s.device.type());
         value = loss.compute(fn, x0, run.gen) / s.accumulate;
       }
       value.backward();
