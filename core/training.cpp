@@ -21,10 +21,13 @@ at::Tensor training_target(PredictionType type, const at::Tensor& x0, const at::
   throw Error("internal: unknown prediction type");
 }
 
-DiffusionLoss::DiffusionLoss(const ScheduleConfig& schedule, LossType loss)
+DiffusionLoss::DiffusionLoss(const ScheduleConfig& schedule, LossType loss, double offset_noise)
     : alphas_cumprod_(cumulative_alphas(make_betas(schedule))),
       type_(schedule.prediction_type),
-      loss_(loss) {}
+      loss_(loss),
+      offset_noise_(offset_noise) {
+  if (!(offset_noise >= 0.0 && offset_noise <= 1.0)) throw Error("offset noise must be in [0, 1]");
+}
 
 at::Tensor DiffusionLoss::q_sample(const at::Tensor& x0, const at::Tensor& t,
                                    const at::Tensor& noise) const {
@@ -38,8 +41,14 @@ at::Tensor DiffusionLoss::compute(const ModelFn& network, const at::Tensor& x0,
                                   at::Generator& gen) const {
   const std::int64_t n = x0.size(0);
   const at::Tensor t = at::randint(alphas_cumprod_.size(0), {n}, gen, at::kLong);
-  const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options().device(at::kCPU)).to(x0.device());
-  return compute_at(network, x0, t.to(x0.device()), noise);
+  at::Tensor noise = at::randn(x0.sizes(), gen, x0.options().device(at::kCPU));  // [N, C, H, W]
+  if (offset_noise_ > 0) {
+    // [N, C, 1, 1], broadcast over the pixels. Not drawn at all without it, so runs without
+    // offset noise draw exactly the numbers they always did.
+    const at::Tensor offset = at::randn({x0.size(0), x0.size(1), 1, 1}, gen, noise.options());
+    noise = noise + offset_noise_ * offset;
+  }
+  return compute_at(network, x0, t.to(x0.device()), noise.to(x0.device()));
 }
 
 at::Tensor DiffusionLoss::compute_at(const ModelFn& network, const at::Tensor& x0,

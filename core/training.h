@@ -38,10 +38,14 @@ at::Tensor training_target(PredictionType type, const at::Tensor& x0, const at::
 class DiffusionLoss {
  public:
   // `schedule` gives the betas (make_betas) and the prediction type (the objective).
-  DiffusionLoss(const ScheduleConfig& schedule, LossType loss);
+  // `offset_noise` > 0 adds offset noise (denoising-diffusion-pytorch's offset_noise_strength,
+  // after Crosslabs 2023): one extra N(0, offset^2) value per image and channel, the same at every
+  // pixel, so the network learns to move whole-image colour and brightness, which plain noise
+  // barely perturbs. Sampling is unchanged: the model stays an ordinary diffusers model.
+  DiffusionLoss(const ScheduleConfig& schedule, LossType loss, double offset_noise = 0.0);
 
-  // Draws t uniformly from [0, T) ([N] int64) and then noise ([N, C, H, W]) from `gen`, in that
-  // order, and returns compute_at(network, x0, t, noise).
+  // Draws t uniformly from [0, T) ([N] int64), then noise ([N, C, H, W]), then with offset noise
+  // the offsets ([N, C]) from `gen`, in that order, and returns compute_at(network, x0, t, noise).
   at::Tensor compute(const ModelFn& network, const at::Tensor& x0, at::Generator& gen) const;
 
   // The mean L1 or L2 error between network(q_sample(x0, t, noise), t) and the target.
@@ -59,6 +63,7 @@ class DiffusionLoss {
   at::Tensor alphas_cumprod_;  // [T] float32
   PredictionType type_;
   LossType loss_;
+  double offset_noise_;
 };
 
 using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;

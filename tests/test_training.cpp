@@ -138,6 +138,28 @@ TEST(Training, EmaOnAKnownSequence) {
   EXPECT_EQ(warm.calls(), 4);
 }
 
+// Offset noise: the noise the network sees carries one extra value per image and channel. With
+// x0 = 0, x_t = sigma_t * noise, so the per-image, per-channel mean of x_t / sigma_t is that
+// offset plus the mean of 16x16 plain noise (std 1/16).
+TEST(Training, OffsetNoiseShiftsWholeChannels) {
+  const gd::core::ScheduleConfig schedule = tiny_schedule(PredictionType::Epsilon);
+  for (const double offset : {0.0, 0.5}) {
+    gd::core::DiffusionLoss loss(schedule, gd::core::LossType::L2, offset);
+    at::Tensor means;  // [N, C]
+    auto fn = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>&) {
+      const at::Tensor sigma = (1 - loss.alphas_cumprod().index_select(0, t)).sqrt().view({-1, 1, 1, 1});
+      means = (x / sigma).mean({2, 3});
+      return at::zeros_like(x);
+    };
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    loss.compute(fn, at::zeros({256, 3, 16, 16}), gen);
+    const double spread = means.std().item<double>();
+    const double expected = std::sqrt(offset * offset + 1.0 / 256);
+    EXPECT_NEAR(spread, expected, 0.1 * expected) << "offset " << offset;
+  }
+  EXPECT_THROW(gd::core::DiffusionLoss(schedule, gd::core::LossType::L2, -0.1), gd::Error);
+}
+
 TEST(Training, ClipGradNorm) {
   at::Tensor a = at::zeros({2}).requires_grad_(true);
   at::Tensor b = at::zeros({1}).requires_grad_(true);
@@ -301,13 +323,23 @@ TEST(TrainCommand, ResumeIsExact) {
   EXPECT_THROW(gd::cli::run_train(with(train_args(dir / "data", dir / "b", 10), {"--resume", "--batch", "3"})),
                gd::cli::UsageError);
   EXPECT_THROW(gd::cli::run_train(train_args(dir / "data", dir / "b", 10)), gd::Error);
+  // --size and --offset-noise may change on resume (a fine-tuning phase); they are then stored.
+  ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "9",
+                                "--sample-every", "0", "--resume", "--size", "20", "--offset-noise", "0.1"}), 0);
+  EXPECT_THROW(gd::cli::run_train(with(train_args(dir / "data", dir / "b", 10),
+                                       {"--resume", "--offset-noise", "2"})),
+               gd::cli::UsageError);
+  const std::string b9 = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
+  EXPECT_FALSE(b9 == b) << "the resumed steps did not change the EMA weights";
+  const nlohmann::json config9 = nlohmann::json::parse(read_bytes(dir / "b/config.json"));
+  EXPECT_EQ(config9["sample_size"], 20);
   // --bf16 does not define the run (weights, optimizer and EMA stay float32): a run may move to
   // it on resume, and it trains on.
   ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "10",
                                 "--sample-every", "0", "--resume", "--bf16"}), 0);
   const std::string c = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
   EXPECT_EQ(c.size(), b.size());
-  EXPECT_FALSE(c == b) << "the bf16 steps did not change the EMA weights";
+  EXPECT_FALSE(c == b9) << "the bf16 steps did not change the EMA weights";
 }
 
 TEST(TrainCommand, BadOptionsAndData) {
@@ -319,7 +351,7 @@ TEST(TrainCommand, BadOptionsAndData) {
       {"--size", "15"}, {"--block-channels", "8,x"}, {"--attention-stages", "2"}, {"--lr", "0"},
       {"--lr", "abc"}, {"--clip", "-1"}, {"--ema-decay", "1.5"}, {"--accumulate", "0"},
       {"--norm-groups", "3"}, {"--sample-steps", "51"}, {"--steps", "0"}, {"--bogus", "1"},
-      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}};
+      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}, {"--offset-noise", "-0.1"}};
   for (const auto& bad : usage_errors) {
     try {
       gd::cli::run_train(with(train_args(data, out, 2), bad));

@@ -53,15 +53,20 @@ namespace {
 namespace fs = std::filesystem;
 
 // Options that define the run: on --resume they default to the checkpoint's values and may not
-// be changed. The others (steps, save/sample intervals, threads, logging, --device, --bf16) may:
+// be changed, except those in kChangeableOnResume (below). The others (steps, save/sample intervals, threads, logging, --device, --bf16) may:
 // the device and bf16 autocast only change where and how the forward pass is computed (the
 // weights, the optimizer and the EMA stay float32), so a run may switch between sessions.
 const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
-    {"size", "64"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
+    {"size", "64"}, {"offset-noise", "0"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
     {"accumulate", "1"}, {"clip", "1.0"}, {"ema-decay", "0.995"}, {"ema-every", "10"},
     {"ema-after", "100"}, {"block-channels", "32,64,128"}, {"layers-per-block", "2"},
     {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"}};
+// Fixed options that a resumed run may still change (they default to the checkpoint's value):
+// the crop size and the offset noise shape what the network is shown, not the network, so a run
+// may go on at larger crops (coherence over a wider area; the network is fully convolutional)
+// or with offset noise, as a fine-tuning phase.
+const std::set<std::string> kChangeableOnResume = {"size", "offset-noise"};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
     {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}, {"device", "auto"}};
@@ -96,6 +101,7 @@ struct Settings {
   double lr = 1e-4, weight_decay = 0, clip = 1, ema_decay = 0.995;
   int ema_every = 10, ema_after = 100;
   bool bf16 = false;
+  double offset_noise = 0.0;
   c10::Device device = c10::Device(c10::kCPU);
   bool tile = false;  // repeat images smaller than the crop (seamless textures)
   std::optional<std::uint64_t> seed;
@@ -109,6 +115,7 @@ void interpret(Settings& s) {
   auto& r = s.raw;
   s.size = static_cast<int>(parse_integer("size", r["size"], 1, 4096));
   s.batch = static_cast<int>(parse_integer("batch", r["batch"], 1, 4096));
+  s.offset_noise = parse_double("offset-noise", r["offset-noise"], 0, 1);
   s.steps = parse_integer("steps", r["steps"], 1, 1LL << 40);
   s.lr = parse_double("lr", r["lr"], 0, 1, true);
   s.weight_decay = parse_double("weight-decay", r["weight-decay"], 0, 1);
@@ -218,6 +225,10 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
                                : args.value(key);
     if (stored) {
       const std::string old = stored->value(key, def);
+      if (given && kChangeableOnResume.count(key)) {
+        s.raw[key] = *given;
+        continue;
+      }
       if (given && *given != old) {
         throw UsageError("--" + key + " cannot change on --resume (the run used " + old + ")");
       }
@@ -496,7 +507,7 @@ int run_train(const std::vector<std::string>& argv) {
                  static_cast<unsigned long long>(seed), s.device.str().c_str());
   }
 
-  const core::DiffusionLoss loss(s.schedule, s.loss);
+  const core::DiffusionLoss loss(s.schedule, s.loss, s.offset_noise);
   models::DiffusersUNet* net = run.net.get();
   const core::ModelFn fn = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
     return net->forward(x, t, sc);
