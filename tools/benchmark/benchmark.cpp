@@ -34,6 +34,7 @@
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
 #include "models/model_loader.h"
+#include "models/pipeline_model.h"
 
 namespace {
 
@@ -137,7 +138,8 @@ int main(int argc, char** argv) {
     double network_seconds = 0;
     int network_calls = 0;
     const bool cuda = load.device.is_cuda();
-    gd::core::PipelineModel model;
+    // The pipelines' usual view of the model, with the network call timed.
+    gd::core::PipelineModel model = gd::models::pipeline_model(loaded, load);
     model.network = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
       if (cuda) sync_cuda();
       const auto start = Clock::now();
@@ -147,13 +149,6 @@ int main(int argc, char** argv) {
       ++network_calls;
       return out;
     };
-    model.schedule = loaded.schedule;
-    model.channels = loaded.info.in_channels;
-    model.downsampling_factor = loaded.info.downsampling_factor;
-    model.native_width = loaded.info.native_width;
-    model.native_height = loaded.info.native_height;
-    model.device = load.device;
-    model.dtype = load.dtype;
 
     gd::core::GenerateOptions options;
     options.sampler = arg(argc, argv, "sampler", "dpmpp_2m");

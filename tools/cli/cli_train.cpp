@@ -53,9 +53,10 @@ namespace {
 namespace fs = std::filesystem;
 
 // Options that define the run: on --resume they default to the checkpoint's values and may not
-// be changed, except those in kChangeableOnResume (below). The others (steps, save/sample intervals, threads, logging, --device, --bf16) may:
-// the device and bf16 autocast only change where and how the forward pass is computed (the
-// weights, the optimizer and the EMA stay float32), so a run may switch between sessions.
+// be changed, except those in kChangeableOnResume (below). The others (steps, save/sample
+// intervals, threads, logging, --device, --bf16) may: the device and bf16 autocast only change
+// where and how the forward pass is computed (the weights, the optimizer and the EMA stay
+// float32), so a run may switch between sessions.
 const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"size", "64"}, {"offset-noise", "0"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
@@ -225,14 +226,10 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
                                : args.value(key);
     if (stored) {
       const std::string old = stored->value(key, def);
-      if (given && kChangeableOnResume.count(key)) {
-        s.raw[key] = *given;
-        continue;
-      }
-      if (given && *given != old) {
+      if (given && *given != old && !kChangeableOnResume.count(key)) {
         throw UsageError("--" + key + " cannot change on --resume (the run used " + old + ")");
       }
-      s.raw[key] = old;
+      s.raw[key] = given.value_or(old);
     } else {
       s.raw[key] = given.value_or(def);
     }
