@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "core/error.h"
 #include "core/noise_estimate.h"
@@ -102,11 +103,51 @@ class SeamlessScope {
   const PipelineModel* model_;
 };
 
+// Sets the class labels of a class-conditional model for one run and clears them however the
+// run ends.
+class ClassScope {
+ public:
+  ClassScope(const PipelineModel& model, const RunOptions& options, std::int64_t batch)
+      : model_(nullptr) {
+    const std::vector<std::int64_t> classes = run_classes(model.num_classes, options, batch);
+    if (classes.empty()) return;
+    if (!model.set_class_labels) throw Error("this model's classes cannot be set");
+    model.set_class_labels(at::tensor(classes, at::kLong));
+    model_ = &model;
+  }
+  ~ClassScope() {
+    if (model_) model_->set_class_labels(at::Tensor());
+  }
+  ClassScope(const ClassScope&) = delete;
+  ClassScope& operator=(const ClassScope&) = delete;
+
+ private:
+  const PipelineModel* model_;
+};
+
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);
 }
 
 }  // namespace
+
+std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch) {
+  if (num_classes <= 0) {
+    if (options.class_label >= 0) throw Error("this model is not class-conditional: it takes no class");
+    return {};
+  }
+  if (options.class_label >= num_classes || options.class_label < -1) {
+    throw Error("class " + std::to_string(options.class_label) + " is out of range: this model has " +
+                std::to_string(num_classes) + " classes (0 to " + std::to_string(num_classes - 1) + ")");
+  }
+  if (options.class_label >= 0) return std::vector<std::int64_t>(static_cast<std::size_t>(batch), options.class_label);
+  std::mt19937_64 rng(options.seed);
+  std::vector<std::int64_t> classes;
+  for (std::int64_t i = 0; i < batch; ++i) {
+    classes.push_back(static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(num_classes)));
+  }
+  return classes;
+}
 
 std::string default_sampler(const ScheduleConfig& schedule) {
   if (schedule.family == ScheduleConfig::Family::DdpmPytorch) return "ddpm";
@@ -156,6 +197,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   }
   check_size(width, height, options.batch);
   const SeamlessScope seamless(model, options.seamless, height, width);
+  const ClassScope classes(model, options, options.batch);
   Prepared p = prepare(model, options);
   // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
   // multiples nothing changes and the result is the reference's exactly.
@@ -182,6 +224,7 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   }
   const std::int64_t height = image.size(2), width = image.size(3);
   const SeamlessScope seamless(model, options.seamless, height, width);
+  const ClassScope classes(model, options, image.size(0));
   at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
@@ -211,6 +254,7 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   const at::Tensor ratio = ((1 - alphas_cumprod) / alphas_cumprod).sqrt();  // [T], increasing
   const double target = 2.0 * result.sigma;
   const int T = model.schedule.num_train_timesteps;
+  const ClassScope classes(model, options, image.size(0));
   if (target <= ratio[0].item<double>()) {
     result.image = image.to(at::kFloat).clone();  // below the model's finest noise level
     return result;

@@ -37,6 +37,10 @@ struct PipelineModel {
   // Switches the network's circular padding on or off (Network::set_seamless); empty or
   // returning false: the model cannot make seamless textures.
   std::function<bool(bool)> set_seamless;
+  // Class-conditional models: the number of classes (0: unconditional) and how to set the
+  // labels of the following network calls ([N] int64; an undefined tensor clears them).
+  int num_classes = 0;
+  std::function<void(const at::Tensor&)> set_class_labels;
 };
 
 struct RunOptions {
@@ -49,6 +53,9 @@ struct RunOptions {
   // bottom. Needs width and height that are multiples of the downsampling factor, since a
   // cropped result would no longer tile.
   bool seamless = false;
+  // Class-conditional models: the class of every image, or -1 to draw one per image from the
+  // seed (run_classes). Ignored by unconditional models unless set, which is an error.
+  std::int64_t class_label = -1;
 };
 
 struct GenerateOptions : RunOptions {
@@ -63,6 +70,12 @@ std::string default_sampler(const ScheduleConfig& schedule);
 // The reference pipelines' default step counts: the full chain for ddpm, 50 for ddim, 20 for
 // the solvers.
 int default_steps(const std::string& sampler, const ScheduleConfig& schedule);
+
+// The class of each of `batch` images in a run: options.class_label for all of them, or, when it
+// is -1, one per image drawn uniformly from the seed with std::mt19937_64 (its own generator, so
+// the noise stays the reference's). Empty for unconditional models. Throws gd::Error for a class
+// out of range or a class given to an unconditional model.
+std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch);
 
 // [batch, C, height, width] in [0, 1].
 at::Tensor generate(const PipelineModel& model, const GenerateOptions& options);

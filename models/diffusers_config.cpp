@@ -360,14 +360,17 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
 
   c.add_attention = reader.boolean("add_attention", c.add_attention);
 
-  // Class conditioning needs labels the plug-in has no way to supply.
+  // Class conditioning: only the plain embedding table (class_embed_type null with
+  // num_class_embeds), whose labels are integers the pipelines can choose. "timestep" and
+  // "identity" take labels as vectors or timesteps, which nothing here could supply.
   if (const json* v = reader.find_non_null("class_embed_type")) {
     reader.fail("class_embed_type",
-                "is " + quoted(*v) + "; class-conditional UNets are not supported");
+                "is " + quoted(*v) + "; only class_embed_type null (with num_class_embeds) is supported");
   }
-  if (const json* v = reader.find_non_null("num_class_embeds")) {
-    reader.fail("num_class_embeds",
-                "is " + quoted(*v) + "; class-conditional UNets are not supported");
+  c.num_class_embeds = optional_integer(reader, "num_class_embeds", 0).value_or(0);
+  if (c.num_class_embeds < 0 || c.num_class_embeds > 1000000) {
+    reader.fail("num_class_embeds", "is " + std::to_string(c.num_class_embeds) +
+                                        "; expected a class count from 1 to 1000000");
   }
 
   c.time_embedding_dim = optional_integer(reader, "time_embedding_dim", 0).value_or(0);

@@ -10,7 +10,8 @@
 // A default-constructed UNet2DConfig holds diffusers' own defaults (UNet2DModel.__init__), so
 // a config.json that leaves a key out means the same here as in diffusers. Options whose
 // forward pass we do not implement (fourier or learned time embeddings, class conditioning,
-// skip blocks, ...) are refused with a gd::Error naming the key rather than run wrongly.
+// skip blocks, class embeddings other than the plain
+// table, ...) are refused with a gd::Error naming the key rather than run wrongly.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +61,10 @@ struct UNet2DConfig {
   UNet2DTimeNorm resnet_time_scale_shift = UNet2DTimeNorm::Default;
   bool add_attention = true;  // attention in the mid block
   std::int64_t time_embedding_dim = 0;  // 0 means 4 * block_out_channels[0]
+  // Class conditioning as diffusers does it with class_embed_type null: a learned
+  // [num_class_embeds, time_embed_dim] table whose row for the label is added to the time
+  // embedding. 0: an unconditional model.
+  std::int64_t num_class_embeds = 0;
 
   std::int64_t num_stages() const { return static_cast<std::int64_t>(block_out_channels.size()); }
   // Width of the time MLP output that every resnet receives.

@@ -204,6 +204,16 @@ DiffusersUNet::DiffusersUNet(const UNet2DConfig& config, c10::TensorOptions opti
 
   conv_norm_out_ = add_group_norm("conv_norm_out", ch[0], c.norm_num_groups);
   conv_out_ = add_conv("conv_out", ch[0], c.out_channels, 3);
+  // Registered last, so an unconditional network's parameters come in the same order with or
+  // without this option (the trainer's initial weights are drawn in that order).
+  if (c.num_class_embeds > 0) {
+    class_embedding_ = params_.add("class_embedding.weight", {c.num_class_embeds, temb});
+  }
+}
+
+void DiffusersUNet::set_class_labels(const at::Tensor& labels) {
+  if (labels.defined()) check_class_labels(labels, config_.num_class_embeds);
+  class_labels_ = labels.defined() ? labels.reshape({-1}) : at::Tensor();
 }
 
 // ---- forward pieces -------------------------------------------------------------------------
@@ -354,6 +364,20 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
   at::Tensor temb = timestep_embedding(t).to(options.dtype().toScalarType());  // [N, C0]
   temb = at::linear(temb, time_linear_1_.weight, time_linear_1_.bias);
   temb = at::linear(at::silu(temb), time_linear_2_.weight, time_linear_2_.bias);  // [N, T]
+  if (class_embedding_.defined()) {
+    // diffusers: emb = emb + class_embedding(class_labels), after the time MLP.
+    if (!class_labels_.defined()) {
+      throw Error(std::string(kWhat) + ": this model is class-conditional (" +
+                  std::to_string(c.num_class_embeds) + " classes) and was given no class");
+    }
+    at::Tensor labels = class_labels_.to(options.device());  // [N] or [1]
+    if (labels.size(0) == 1 && n != 1) labels = labels.expand({n});
+    if (labels.size(0) != n) {
+      throw Error(std::string(kWhat) + ": " + std::to_string(labels.size(0)) +
+                  " class labels for a batch of " + std::to_string(n));
+    }
+    temb = temb + class_embedding_.index_select(0, labels).to(temb.scalar_type());  // [N, T]
+  }
 
   at::Tensor h = conv2d(seamless_, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
   std::vector<at::Tensor> skips{h};  // consumed from the back on the way up

@@ -52,6 +52,8 @@ class DiffusersUNet : public Network {
     return true;
   }
   ParamStore* params() override { return &params_; }
+  std::int64_t num_classes() const override { return config_.num_class_embeds; }
+  void set_class_labels(const at::Tensor& labels) override;
   const UNet2DConfig& config() const { return config_; }
 
   // The sinusoidal time embedding alone (Timesteps in diffusers): [N] -> [N, C0] float32.
@@ -108,6 +110,8 @@ class DiffusersUNet : public Network {
 
   UNet2DConfig config_;
   bool seamless_ = false;  // circular padding in every convolution
+  at::Tensor class_labels_;  // [N] or [1] int64 for class-conditional networks (set_class_labels)
+  at::Tensor class_embedding_;  // [num_class_embeds, time_embed_dim]; undefined without classes
   ParamStore params_;
   Conv conv_in_;
   Linear time_linear_1_, time_linear_2_;

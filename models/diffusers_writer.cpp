@@ -63,7 +63,8 @@ std::string unet2d_config_json(const UNet2DConfig& c) {
   else j["mid_block_type"] = nullptr;
   j["norm_eps"] = c.norm_eps;
   j["norm_num_groups"] = c.norm_num_groups;
-  j["num_class_embeds"] = nullptr;
+  if (c.num_class_embeds > 0) j["num_class_embeds"] = c.num_class_embeds;
+  else j["num_class_embeds"] = nullptr;
   j["num_train_timesteps"] = nullptr;
   j["out_channels"] = c.out_channels;
   j["resnet_time_scale_shift"] =

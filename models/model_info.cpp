@@ -56,6 +56,13 @@ std::string describe_text(const ModelInfo& info) {
   line("schedule:", info.beta_schedule + ", " + std::to_string(info.num_train_timesteps) +
                         " training timesteps" +
                         (info.default_spacing.empty() ? "" : ", " + info.default_spacing));
+  if (info.num_classes > 0) {
+    std::string list;
+    for (std::size_t i = 0; i < info.class_names.size(); ++i) {
+      list += (i ? ", " : "") + std::to_string(i) + " " + info.class_names[i];
+    }
+    line("classes:", std::to_string(info.num_classes) + (list.empty() ? " (numbered)" : ": " + list));
+  }
   for (const auto& note : info.notes) line("note:", note);
   return out.str();
 }
@@ -83,6 +90,8 @@ std::string describe_json(const ModelInfo& info) {
   j["schedule"] = {{"beta_schedule", info.beta_schedule},
                    {"num_train_timesteps", info.num_train_timesteps},
                    {"default_spacing", info.default_spacing}};
+  j["num_classes"] = info.num_classes;
+  j["class_names"] = info.class_names;
   j["notes"] = info.notes;
   return j.dump(2) + "\n";
 }

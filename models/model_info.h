@@ -35,6 +35,8 @@ struct ModelInfo {
   std::string beta_schedule;   // diffusers' name, or what a Trainer checkpoint's betas match
   int num_train_timesteps = 1000;
   std::string default_spacing; // how inference timesteps are chosen by default
+  std::int64_t num_classes = 0;        // class-conditional models: how many classes, else 0
+  std::vector<std::string> class_names;  // their names (classes.json), empty when unnamed
   std::vector<std::string> notes;
 };
 

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/scheduler_config.h"
+#include "models/class_names.h"
 #include "models/ddpm_pytorch_unet.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
@@ -167,6 +168,10 @@ LoadedModel load_diffusers(const fs::path& dir, const LoadOptions& options) {
   info.native_height = static_cast<int>(config.sample_height);
   info.native_width = static_cast<int>(config.sample_width);
   info.downsampling_factor = static_cast<int>(config.downsampling_factor());
+  info.num_classes = config.num_class_embeds;
+  if (info.num_classes > 0) {
+    info.class_names = read_class_names((paths.config.parent_path() / kClassNamesFile).string(), info.num_classes);
+  }
   describe_schedule(model.schedule, info);
   model.network = std::move(network);
   return model;

@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <optional>
 
 #include "models/param_store.h"
@@ -27,8 +28,20 @@ class Network {
   // (TorchScript modules own their padding).
   virtual bool set_seamless(bool on) { return !on; }
 
+  // Class-conditional networks (diffusers' num_class_embeds): the number of classes, 0 for an
+  // unconditional network.
+  virtual std::int64_t num_classes() const { return 0; }
+  // The class labels of the following forward calls: [N] or [1] int64, each in
+  // [0, num_classes()); an undefined tensor clears them. Like set_seamless, this is state the
+  // pipelines set around a run, so the samplers' callback keeps its (x, t) shape. Throws
+  // gd::Error for labels out of range or for a network without classes.
+  virtual void set_class_labels(const at::Tensor& labels);
+
   // Parameters by checkpoint name (empty for TorchScript networks, which own theirs).
   virtual ParamStore* params() { return nullptr; }
 };
+
+// Checks the labels against num_classes (shared by the implementations).
+void check_class_labels(const at::Tensor& labels, std::int64_t num_classes);
 
 }  // namespace gd::models

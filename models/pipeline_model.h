@@ -18,6 +18,8 @@ inline core::PipelineModel pipeline_model(const LoadedModel& loaded, const LoadO
     return network->forward(x, t, sc);
   };
   m.set_seamless = [network](bool on) { return network->set_seamless(on); };
+  m.num_classes = static_cast<int>(network->num_classes());
+  m.set_class_labels = [network](const at::Tensor& labels) { network->set_class_labels(labels); };
   m.schedule = loaded.schedule;
   m.channels = loaded.info.in_channels;
   m.downsampling_factor = loaded.info.downsampling_factor;

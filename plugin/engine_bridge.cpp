@@ -13,6 +13,7 @@
 #include "core/memory_policy.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
+#include "models/class_names.h"
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 
@@ -100,6 +101,7 @@ std::string ModelSummary::text() const {
     t += ", " + std::string(buf) + " parameters";
   }
   if (!default_sampler.empty()) t += ", own sampler " + default_sampler;
+  if (num_classes > 0) t += ", " + std::to_string(num_classes) + " classes";
   if (!device.empty()) t += ", device " + device;
   return t;
 }
@@ -136,6 +138,9 @@ struct Engine::Impl {
     run.eta = s.eta;
     run.seed = s.seed;
     run.seamless = s.seamless;
+    if (!s.texture_class.empty()) {
+      run.class_label = models::find_class(s.texture_class, loaded.info.class_names, loaded.info.num_classes);
+    }
     return run;
   }
 };
@@ -158,6 +163,7 @@ Engine::Engine(const std::string& model_path, const std::string& device) : impl_
   s.parameter_count = info.parameter_count;
   s.default_sampler = core::default_sampler(impl_->model.schedule);
   s.device = device_name(load.device);
+  s.num_classes = info.num_classes;
 }
 
 Engine::~Engine() = default;
@@ -170,6 +176,15 @@ std::string Engine::sampler_for(const EngineSettings& settings) const {
 
 int Engine::steps_for(const EngineSettings& settings) const {
   return settings.steps > 0 ? settings.steps : core::default_steps(sampler_for(settings), impl_->model.schedule);
+}
+
+std::string Engine::class_for(const EngineSettings& settings) const {
+  const core::RunOptions run = impl_->run_options(settings);
+  const std::vector<std::int64_t> classes = core::run_classes(impl_->model.num_classes, run, 1);
+  if (classes.empty()) return "";
+  const auto& names = impl_->loaded.info.class_names;
+  const auto k = static_cast<std::size_t>(classes[0]);
+  return "class " + std::to_string(k) + (k < names.size() ? " (" + names[k] + ")" : "");
 }
 
 PixelBuffer Engine::generate(const EngineSettings& settings, int width, int height, int channels,

@@ -40,6 +40,8 @@ struct EngineSettings {
   std::uint64_t seed = 0;   // resolved: never "random" here
   std::string device = "auto";  // "auto", "cpu" or "cuda"
   bool seamless = false;        // tileable result (generate, img2img)
+  std::string texture_class;    // class-conditional models: a class name or number; empty:
+                                // drawn from the seed
 };
 
 // A short description of a model, for the dialog label and the messages.
@@ -53,6 +55,7 @@ struct ModelSummary {
   std::int64_t parameter_count = 0;
   std::string default_sampler;
   std::string device;         // the device "auto"/"cpu"/"cuda" resolves to: "cpu", "cuda:0"
+  std::int64_t num_classes = 0;  // class-conditional models: how many classes
   std::string text() const;   // one line for a label
 };
 
@@ -79,6 +82,9 @@ class Engine {
   // The sampler and step count a run with these settings will use.
   std::string sampler_for(const EngineSettings& settings) const;
   int steps_for(const EngineSettings& settings) const;
+  // "class 3 (bricks)" for the class a run with these settings makes (of a batch of one);
+  // empty for unconditional models.
+  std::string class_for(const EngineSettings& settings) const;
 
   // A new image of width x height with `channels` colour channels (1 or 3; no alpha).
   PixelBuffer generate(const EngineSettings& settings, int width, int height, int channels,

@@ -94,6 +94,11 @@ void add_common_arguments(GimpProcedure* procedure) {
                                   "cuda", 2, "CUDA", "An NVIDIA GPU (fails when none is usable)",
                                   nullptr),
       "auto", G_PARAM_READWRITE);
+  gimp_procedure_add_string_argument(
+      procedure, "class", "_Class",
+      "Class-conditional models (the bundled one: one class per GIMP pattern it learned): the "
+      "class to make, by name or number. Empty: drawn from the seed",
+      "", G_PARAM_READWRITE);
 }
 
 void add_output_argument(GimpProcedure* procedure) {
@@ -187,6 +192,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
   settings.sampler = get_string(config, "sampler");
   if (settings.sampler == "default") settings.sampler.clear();
   settings.device = get_string(config, "device");
+  settings.texture_class = get_string(config, "class");
   int steps = 0, seed = -1;
   double eta = 0.0;
   g_object_get(config, "steps", &steps, "eta", &eta, "seed", &seed, nullptr);
@@ -219,8 +225,11 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     gd::plugin::Engine engine(model_path, settings.device);
     const std::string sampler = engine.sampler_for(settings);
     const int total_steps = engine.steps_for(settings);
+    // Checked before any pixel is read: a bad class name fails here. Empty when unconditional.
+    const std::string chosen_class = engine.class_for(settings);
+    const std::string class_note = chosen_class.empty() ? "" : ", " + chosen_class;
     gimp_progress_set_text((std::string(action_title(action)) + ": " + sampler + ", " +
-                            std::to_string(total_steps) + " steps, seed " + std::to_string(seed))
+                            std::to_string(total_steps) + " steps, seed " + std::to_string(seed) + class_note)
                                .c_str());
     auto progress = [action](int done, int total) { report_progress(action, done, total); };
 
@@ -247,7 +256,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     // The result is complete: write it, as one undo step.
     GimpLayer* out_layer = nullptr;
     const std::string tag = basename_of(model_path) + ", " + sampler + ", " + std::to_string(total_steps) +
-                            " steps, seed " + std::to_string(seed);
+                            " steps, seed " + std::to_string(seed) + class_note;
     UndoGroup undo(image);
     if (action == Action::Generate && new_layer) {
       const bool image_rgb = gimp_image_get_base_type(image) == GIMP_RGB;

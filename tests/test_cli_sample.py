@@ -265,6 +265,69 @@ class BadOptions(unittest.TestCase):
         self.assertIn("CUDA", err)
         self.assertFalse(os.path.exists(self.out))
 
+    def test_class_for_an_unconditional_model(self):
+        self.expect_failure(*self.gen("--class", "0"), needle="not class-conditional")
+
+
+class Classes(unittest.TestCase):
+    """A class-conditional model made by `train --classes` on three tiny textures."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        data = os.path.join(cls.tmp, "data")
+        os.makedirs(data)
+        for i, name in enumerate(("bricks", "leaves", "sand")):
+            write_png(os.path.join(data, name + ".png"), 16, 16, 3, 8,
+                      [[(x * 7 + y * 13 + i * 80) % 256 for x in range(48)] for y in range(16)])
+        cls.model = os.path.join(cls.tmp, "model")
+        code, _, err = run("train", "--data", data, "--out", cls.model, "--classes", "--size", "16",
+                           "--batch", "4", "--steps", "6", "--timesteps", "50", "--block-channels", "8,16",
+                           "--layers-per-block", "1", "--norm-groups", "4", "--attention-stages", "none",
+                           "--sample-every", "0", "--seed", "1", "--threads", "1", "--lr", "0.01",
+                           "--ema-every", "1", "--ema-after", "0")
+        assert code == 0, err
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.tmp)
+
+    def generate(self, out, *extra):
+        code, _, err = run("generate", "--model", self.model, "--sampler", "ddim", "--steps", "3",
+                           "-o", out, *extra)
+        self.assertEqual(code, 0, err)
+        with open(out, "rb") as f:
+            return f.read(), err
+
+    def test_info_lists_the_classes(self):
+        code, out, err = run("info", "--model", self.model, "--json")
+        self.assertEqual(code, 0, err)
+        info = json.loads(out)
+        self.assertEqual(info["num_classes"], 3)
+        self.assertEqual(info["class_names"], ["bricks", "leaves", "sand"])
+
+    def test_class_by_name_or_number_and_from_the_seed(self):
+        out = os.path.join(self.tmp, "g.safetensors")  # float output: small differences count
+        by_name, err = self.generate(out, "--seed", "4", "--class", "leaves")
+        self.assertIn("class 1 (leaves)", err)
+        by_number, _ = self.generate(out, "--seed", "4", "--class", "1")
+        self.assertTrue(by_name == by_number)
+        other, _ = self.generate(out, "--seed", "4", "--class", "sand")
+        self.assertTrue(other != by_name, "the class changed nothing")
+        drawn, err = self.generate(out, "--seed", "4")
+        self.assertIn("drawn from the seed", err)
+        again, _ = self.generate(out, "--seed", "4")
+        self.assertTrue(drawn == again, "same seed, other texture")
+
+    def test_bad_class(self):
+        out = os.path.join(self.tmp, "bad.png")
+        for value, needle in (("3", "out of range"), ("stone", "no class called 'stone'")):
+            code, _, err = run("generate", "--model", self.model, "--class", value, "-o", out)
+            self.assertEqual(code, 1, err)
+            self.assertIn(needle, err.strip().splitlines()[-1])
+            self.assertFalse(os.path.exists(out))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -362,9 +362,7 @@ TEST(UNet2DConfig, UnsupportedFeaturesAreNamed) {
   expect_error([] { parse_unet2d_config(config_with("time_embedding_type", "\"fourier\""), "c"); },
                {"time_embedding_type", "fourier", "not supported"});
   expect_error([] { parse_unet2d_config(config_with("class_embed_type", "\"timestep\""), "c"); },
-               {"class_embed_type", "class-conditional"});
-  expect_error([] { parse_unet2d_config(config_with("num_class_embeds", "10"), "c"); },
-               {"num_class_embeds"});
+               {"class_embed_type", "timestep", "only class_embed_type null"});
 }
 
 TEST(UNet2DConfig, GroupAndHeadDivisibilityIsChecked) {

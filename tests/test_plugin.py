@@ -268,6 +268,8 @@ def main():
         ("py-corrupt-model", "rgb8", "denoise", dict(model=inputs["rgb8"], seed=1)),
         # Seamless output cannot be cropped, so a 21-pixel-wide area is refused (factor 2).
         ("py-seamless-odd-size", "rgb8", "generate", dict(model=MODEL, seed=1, seamless=True)),
+        # A class for a model that has none (the class-conditional path is in test_cli_sample.py).
+        ("py-class-unconditional", "rgb8", "denoise", dict(model=MODEL, seed=1, **{"class": "0"})),
     ]
 
     # 1. Script-Fu, named arguments.
@@ -310,6 +312,8 @@ def main():
         check(err != "" and "\n" not in err, "%s: one-line message: %r" % (name, err))
         if name == "py-seamless-odd-size":
             check("multiples of 2" in err, "%s: names the size rule: %r" % (name, err))
+        if name == "py-class-unconditional":
+            check("not class-conditional" in err, "%s: says the model takes no class: %r" % (name, err))
         if inp:
             out, _ = read_png(os.path.join(tmp, name + ".out.png"))
             src, _ = read_png(inputs[inp])

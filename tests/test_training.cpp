@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -21,6 +22,7 @@
 #include "models/diffusers_unet.h"
 #include "models/diffusers_writer.h"
 #include "models/model_loader.h"
+#include "tests/test_files.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/image_io.h"
@@ -391,4 +393,67 @@ TEST(TrainCommand, BadOptionsAndData) {
   const nlohmann::json config = nlohmann::json::parse(read_bytes(conv_only + "/config.json"));
   EXPECT_FALSE(config["add_attention"].get<bool>());
   EXPECT_EQ(config["down_block_types"][0], "DownBlock2D");
+}
+
+namespace {
+
+// Every parameter of the diffusers folder, by name (float32 on the CPU).
+std::map<std::string, at::Tensor> folder_params(const std::string& dir) {
+  auto loaded = gd::models::load_model(dir);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, p] : loaded.network->params()->all()) out[name] = p.contiguous().clone();
+  return out;
+}
+
+}  // namespace
+
+TEST(TrainCommand, ClassesAndInit) {
+  TempDir dir("classes");
+  write_textures(dir / "data", 3, 20);
+  const std::string data = dir / "data";
+  // --classes: one class per image, named after its file.
+  ASSERT_EQ(gd::cli::run_train(with(train_args(data, dir / "a", 3), {"--classes"})), 0);
+  const nlohmann::json config = nlohmann::json::parse(read_bytes(dir / "a/config.json"));
+  EXPECT_EQ(config["num_class_embeds"], 3);
+  EXPECT_TRUE(config["class_embed_type"].is_null());
+  auto a = gd::models::load_model(dir / "a");
+  EXPECT_EQ(a.info.num_classes, 3);
+  EXPECT_EQ(a.info.class_names, (std::vector<std::string>{"tex0", "tex1", "tex2"}));
+  const auto a_params = folder_params(dir / "a");
+  ASSERT_TRUE(a_params.count("class_embedding.weight"));
+  EXPECT_GT(a_params.at("class_embedding.weight").abs().max().item<double>(), 0.0)
+      << "the class embedding did not train";
+
+  // --init without --classes: the shared weights start from the model's (a learning rate of
+  // 1e-9 moves them by about that much), and the classes are dropped.
+  ASSERT_EQ(gd::cli::run_train(with(train_args(data, dir / "b", 1), {"--init", dir / "a", "--lr", "1e-9"})), 0);
+  const auto b_params = folder_params(dir / "b");
+  EXPECT_FALSE(b_params.count("class_embedding.weight"));
+  EXPECT_FALSE(fs::exists(dir / "b/classes.json"));
+  for (const auto& [name, p] : b_params) {
+    EXPECT_LT((p - a_params.at(name)).abs().max().item<double>(), 1e-6) << name;
+  }
+  // --init from an unconditional model with --classes: the class embedding starts at zero, so
+  // the run starts as exactly that model.
+  ASSERT_EQ(gd::cli::run_train(with(train_args(data, dir / "c", 1),
+                                    {"--init", dir / "b", "--classes", "--lr", "1e-9"})), 0);
+  const auto c_params = folder_params(dir / "c");
+  EXPECT_LT(c_params.at("class_embedding.weight").abs().max().item<double>(), 1e-6);
+  EXPECT_LT((c_params.at("conv_in.weight") - b_params.at("conv_in.weight")).abs().max().item<double>(), 1e-6);
+
+  // An --init model of another architecture is named, and nothing is written.
+  gd::test::expect_error([&] {
+    gd::cli::run_train(with(train_args(data, dir / "d", 1), {"--init", dir / "a", "--block-channels", "8,8"}));
+  }, {"--init model has", "of shape", "--block-channels"});
+  EXPECT_FALSE(fs::exists(dir / "d/training/checkpoint.pt"));
+  gd::test::expect_error([&] {
+    gd::cli::run_train(with(train_args(data, dir / "d", 1), {"--init", dir / "missing"}));
+  }, "missing");
+  EXPECT_THROW(gd::cli::run_train(with(train_args(data, dir / "a", 4), {"--init", dir / "b", "--resume"})),
+               gd::cli::UsageError);
+  // A --classes run cannot resume on a folder with another number of images.
+  write_textures(dir / "data4", 4, 20);
+  gd::test::expect_error([&] {
+    gd::cli::run_train({"--data", dir / "data4", "--out", dir / "a", "--steps", "4", "--resume"});
+  }, {"class_embedding", "--classes", "number of images"});
 }

@@ -3,7 +3,8 @@
 
     tools/package-bundled-model.py TRAINED_FOLDER [DEST]   (DEST: models/checkpoints/gimp-patterns)
 
-Copies config.json and diffusion_pytorch_model.safetensors (the EMA weights) and rewrites
+Copies config.json, diffusion_pytorch_model.safetensors (the EMA weights) and, for
+class-conditional models, classes.json, and rewrites
 scheduler_config.json for diffusers' DPMSolverMultistepScheduler, keeping the noise schedule and
 prediction type the model was trained with. The trainer writes a DDPMScheduler config (what it
 trained with), whose default sampling is the full 1000-step chain: far too slow for a canvas on a
@@ -61,7 +62,13 @@ def main():
         "rescale_betas_zero_snr": False,
     }
     os.makedirs(dest, exist_ok=True)
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+    names = ["config.json", "diffusion_pytorch_model.safetensors"]
+    # Class-conditional models (train --classes) name their classes in classes.json.
+    if os.path.isfile(os.path.join(src, "classes.json")):
+        names.append("classes.json")
+    elif os.path.exists(os.path.join(dest, "classes.json")):
+        os.remove(os.path.join(dest, "classes.json"))
+    for name in names:
         shutil.copyfile(os.path.join(src, name), os.path.join(dest, name + ".tmp"))
         os.replace(os.path.join(dest, name + ".tmp"), os.path.join(dest, name))
     with open(os.path.join(dest, "scheduler_config.json.tmp"), "w") as f:

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
+#include "models/class_names.h"
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 #include "tools/cli/cli_args.h"
@@ -27,7 +28,8 @@ namespace gd::cli {
 namespace {
 
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
-                                             "objective", "device", "output", "bit-depth", "precision"};
+                                             "objective", "device", "output", "bit-depth", "precision",
+                                             "class"};
 
 struct Common {
   models::LoadOptions load;
@@ -35,6 +37,7 @@ struct Common {
   std::string model_path;
   std::string output;
   int bit_depth = 0;  // 0: the input's, or 8
+  std::optional<std::string> class_text;  // --class: a name or number, resolved once the model is loaded
 };
 
 Common parse_common(const Args& args) {
@@ -76,6 +79,7 @@ Common parse_common(const Args& args) {
   } else {
     c.run.seed = std::random_device{}() % (1ULL << 32);
   }
+  c.class_text = args.value("class");
   if (auto depth = args.value("bit-depth")) {
     c.bit_depth = static_cast<int>(parse_integer("bit-depth", *depth, 8, 16));
     if (c.bit_depth != 8 && c.bit_depth != 16) throw UsageError("--bit-depth must be 8 or 16");
@@ -88,24 +92,44 @@ struct Session {
   core::PipelineModel model;
 };
 
-// Loads the model and wraps its network for the pipelines.
-std::unique_ptr<Session> open_model(const Common& c) {
+// Loads the model and wraps its network for the pipelines; resolves --class against it.
+std::unique_ptr<Session> open_model(Common& c) {
   auto session = std::make_unique<Session>();
   session->loaded = models::load_model(c.model_path, c.load);
   session->model = models::pipeline_model(session->loaded, c.load);
+  if (c.class_text) {
+    const models::ModelInfo& info = session->loaded.info;
+    c.run.class_label = models::find_class(*c.class_text, info.class_names, info.num_classes);
+  }
   return session;
 }
 
-void report_start(const Common& c, const Session& s, const std::string& what) {
+// "class 3 (bricks)", or for several images "classes 3 (bricks), 7 (leaves)"; empty for
+// unconditional models.
+std::string describe_classes(const Session& s, const core::RunOptions& run, std::int64_t batch) {
+  const std::vector<std::int64_t> classes = core::run_classes(s.model.num_classes, run, batch);
+  if (classes.empty()) return "";
+  const auto& names = s.loaded.info.class_names;
+  std::string text = classes.size() == 1 || run.class_label >= 0 ? ", class " : ", classes ";
+  const std::size_t shown = run.class_label >= 0 ? 1 : classes.size();
+  for (std::size_t i = 0; i < shown; ++i) {
+    const auto k = static_cast<std::size_t>(classes[i]);
+    text += (i ? ", " : "") + std::to_string(k) + (k < names.size() ? " (" + names[k] + ")" : "");
+  }
+  return text + (run.class_label >= 0 ? "" : " (drawn from the seed)");
+}
+
+void report_start(const Common& c, const Session& s, const std::string& what, std::int64_t batch) {
   const std::string sampler = c.run.sampler.empty() ? core::default_sampler(s.model.schedule) : c.run.sampler;
   // Checked here, before the first line of progress, so a bad value is the only output.
   if (c.run.steps > s.model.schedule.num_train_timesteps) {
     throw UsageError("--steps " + std::to_string(c.run.steps) + " exceeds the model's " +
                      std::to_string(s.model.schedule.num_train_timesteps) + " training timesteps");
   }
-  std::fprintf(stderr, "%s: %s, sampler %s, seed %llu, device %s\n", what.c_str(),
+  const std::string classes = describe_classes(s, c.run, batch);
+  std::fprintf(stderr, "%s: %s, sampler %s, seed %llu%s, device %s\n", what.c_str(),
                s.loaded.info.architecture.c_str(), sampler.c_str(),
-               static_cast<unsigned long long>(c.run.seed), c.load.device.str().c_str());
+               static_cast<unsigned long long>(c.run.seed), classes.c_str(), c.load.device.str().c_str());
 }
 
 void save(const Common& c, const at::Tensor& colour, const at::Tensor& alpha, int input_depth) {
@@ -127,7 +151,8 @@ int run_generate(const std::vector<std::string>& argv) {
   if (auto b = args.value("batch")) options.batch = static_cast<int>(parse_integer("batch", *b, 1, 1024));
   check_writable(c.output);
   auto session = open_model(c);
-  report_start(c, *session, "generate");
+  options.class_label = c.run.class_label;
+  report_start(c, *session, "generate", options.batch);
   Progress progress("generate");
   options.on_step = [&progress](int done, int total) { return progress.update(done, total); };
   at::Tensor images = core::generate(session->model, options);
@@ -170,7 +195,7 @@ ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
   std::string note;
   r.colour = core::to_model_channels(r.input.colour, r.session->model.channels, &note);
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
-  report_start(c, *r.session, what);
+  report_start(c, *r.session, what, r.colour.size(0));
   r.progress = std::make_unique<Progress>(what);
   Progress* progress = r.progress.get();
   c.run.on_step = [progress](int done, int total) { return progress->update(done, total); };

@@ -39,8 +39,10 @@
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "core/training.h"
+#include "models/class_names.h"
 #include "models/diffusers_unet.h"
 #include "models/diffusers_writer.h"
+#include "models/model_loader.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/device_option.h"
@@ -62,7 +64,8 @@ const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
     {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
     {"accumulate", "1"}, {"clip", "1.0"}, {"ema-decay", "0.995"}, {"ema-every", "10"},
     {"ema-after", "100"}, {"block-channels", "32,64,128"}, {"layers-per-block", "2"},
-    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"}};
+    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"},
+    {"classes", "no"}};
 // Fixed options that a resumed run may still change (they default to the checkpoint's value):
 // the crop size and the offset noise shape what the network is shown, not the network, so a run
 // may go on at larger crops (coherence over a wider area; the network is fully convolutional)
@@ -105,6 +108,8 @@ struct Settings {
   double offset_noise = 0.0;
   c10::Device device = c10::Device(c10::kCPU);
   bool tile = false;  // repeat images smaller than the crop (seamless textures)
+  bool classes = false;  // one class per training image (class-conditional model)
+  std::string init;      // a diffusers folder whose weights start a new run (--init)
   std::optional<std::uint64_t> seed;
   core::ScheduleConfig schedule;
   core::LossType loss = core::LossType::L2;
@@ -151,6 +156,7 @@ void interpret(Settings& s) {
   s.bf16 = r["bf16"] == "yes";
   s.device = parse_device(r["device"]);
   s.tile = r["tile"] == "yes";
+  s.classes = r["classes"] == "yes";
   if (s.sample_steps > s.schedule.num_train_timesteps) {
     throw UsageError("--sample-steps " + r["sample-steps"] + " exceeds --timesteps " + r["timesteps"]);
   }
@@ -202,12 +208,12 @@ void interpret(Settings& s) {
   }
 }
 
-const std::set<std::string> kFlags = {"resume", "bf16", "tile"};
+const std::set<std::string> kFlags = {"resume", "bf16", "tile", "classes"};
 // The fixed options given as flags (stored as "yes" / "no").
-const std::set<std::string> kFixedFlags = {"tile"};
+const std::set<std::string> kFixedFlags = {"tile", "classes"};
 
 std::set<std::string> valued_options() {
-  std::set<std::string> valued = {"data", "out", "seed"};
+  std::set<std::string> valued = {"data", "out", "seed", "init"};
   for (const auto& [k, v] : kFixedDefaults) valued.insert(k);
   for (const auto& [k, v] : kFreeDefaults) valued.insert(k);
   for (const auto& flag : kFixedFlags) valued.erase(flag);
@@ -220,6 +226,10 @@ Settings parse_settings(const Args& args, const nlohmann::json* stored) {
   s.data = args.required("data");
   s.out = args.required("out");
   s.resume = args.flag("resume");
+  s.init = args.value("init").value_or("");
+  if (s.resume && !s.init.empty()) {
+    throw UsageError("--init starts a new run from a model's weights; it cannot go with --resume");
+  }
   for (const auto& [key, def] : kFixedDefaults) {
     std::optional<std::string> given =
         kFixedFlags.count(key) ? (args.flag(key) ? std::optional<std::string>("yes") : std::nullopt)
@@ -252,7 +262,12 @@ std::string lower(std::string text) {
 
 // Every .png under `dir` (recursively, sorted by path) as [3, H, W] float32 in [-1, 1]. Gray is
 // repeated into RGB; alpha is dropped.
-std::vector<at::Tensor> load_dataset(const std::string& dir, int size, bool tile) {
+struct Dataset {
+  std::vector<at::Tensor> images;  // [3, H, W] in [-1, 1]
+  std::vector<std::string> names;  // the file names without .png, relative to the folder
+};
+
+Dataset load_dataset(const std::string& dir, int size, bool tile) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a folder (--data)");
   std::vector<std::string> paths;
@@ -265,7 +280,7 @@ std::vector<at::Tensor> load_dataset(const std::string& dir, int size, bool tile
   if (ec) throw Error(dir + ": cannot list the folder (" + ec.message() + ")");
   if (paths.empty()) throw Error(dir + ": no .png images to train on (--data)");
   std::sort(paths.begin(), paths.end());
-  std::vector<at::Tensor> images;
+  Dataset data;
   for (const std::string& path : paths) {
     const Image image = read_image(path);
     if (!tile && (image.width < size || image.height < size)) {
@@ -286,9 +301,10 @@ std::vector<at::Tensor> load_dataset(const std::string& dir, int size, bool tile
       const std::int64_t rx = (size + image.width - 1) / image.width + 1;
       chw = chw.repeat({1, ry, rx});
     }
-    images.push_back((chw * 2 - 1).contiguous());
+    data.images.push_back((chw * 2 - 1).contiguous());
+    data.names.push_back(fs::path(path).lexically_relative(dir).replace_extension().generic_string());
   }
-  return images;
+  return data;
 }
 
 std::int64_t draw(at::Generator& gen, std::int64_t high) {
@@ -296,10 +312,14 @@ std::int64_t draw(at::Generator& gen, std::int64_t high) {
 }
 
 // [batch, 3, size, size]: random image, random crop, random flips, random 90-degree rotation.
-at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size, at::Generator& gen) {
+// `labels` receives each crop's image index ([batch] int64), the class of --classes runs.
+at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size, at::Generator& gen,
+                        at::Tensor* labels) {
   std::vector<at::Tensor> crops;
+  std::vector<std::int64_t> index;
   for (int i = 0; i < batch; ++i) {
-    const at::Tensor& img = images[static_cast<std::size_t>(draw(gen, static_cast<std::int64_t>(images.size())))];
+    index.push_back(draw(gen, static_cast<std::int64_t>(images.size())));
+    const at::Tensor& img = images[static_cast<std::size_t>(index.back())];
     const std::int64_t y = draw(gen, img.size(1) - size + 1);
     const std::int64_t x = draw(gen, img.size(2) - size + 1);
     at::Tensor crop = img.narrow(1, y, size).narrow(2, x, size);
@@ -309,6 +329,7 @@ at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int si
     if (k) crop = at::rot90(crop, k, {1, 2});
     crops.push_back(crop);
   }
+  *labels = at::tensor(index, at::kLong);
   return at::stack(crops).contiguous();
 }
 
@@ -363,16 +384,20 @@ void load_checkpoint(const std::string& path, Run& run, c10::Device device) {
   torch::serialize::InputArchive archive;
   archive.load_from(path, device);  // the run's device, whichever one wrote the checkpoint
   at::NoGradGuard no_grad;
-  for (const auto& [name, p] : run.net->params()->all()) {
+  auto read = [&](const std::string& key, const at::Tensor& p) {
     at::Tensor t;
-    archive.read("model." + name, t);
+    archive.read(key, t);
+    if (!t.sizes().equals(p.sizes())) {
+      throw Error(path + ": " + key + " has shape " + c10::str(t.sizes()) + ", the run needs " +
+                  c10::str(p.sizes()) +
+                  (key.find("class_embedding") != std::string::npos
+                       ? " (--classes: the --data folder no longer has the same number of images)"
+                       : ""));
+    }
     p.copy_(t);
-  }
-  for (const auto& [name, p] : run.ema_net->params()->all()) {
-    at::Tensor t;
-    archive.read("ema." + name, t);
-    p.copy_(t);
-  }
+  };
+  for (const auto& [name, p] : run.net->params()->all()) read("model." + name, p);
+  for (const auto& [name, p] : run.ema_net->params()->all()) read("ema." + name, p);
   torch::serialize::InputArchive opt;
   archive.read("optimizer", opt);
   run.optimizer->load(opt);
@@ -396,7 +421,9 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
   model.downsampling_factor = static_cast<int>(s.unet.downsampling_factor());
   model.native_width = model.native_height = s.size;
   model.device = s.device;
-  core::GenerateOptions options;
+  model.num_classes = static_cast<int>(ema_net.num_classes());
+  model.set_class_labels = [&ema_net](const at::Tensor& labels) { ema_net.set_class_labels(labels); };
+  core::GenerateOptions options;  // class-conditional: classes drawn from the seed, every time the same
   options.sampler = "ddim";
   options.steps = s.sample_steps;
   options.seed = 1234;  // the same noise at every checkpoint: the grids show progress
@@ -424,6 +451,44 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
   image.pixels.assign(hwc.data_ptr<float>(), hwc.data_ptr<float>() + hwc.numel());
   write_png(path, image, 8);
   std::fprintf(stderr, "step %lld: samples in %s\n", static_cast<long long>(step), path.c_str());
+}
+
+// The diffusers folder given to --init, read in float32 on the CPU.
+std::unique_ptr<models::DiffusersUNet> load_init_model(const std::string& path) {
+  models::LoadOptions options;
+  options.channels_last = false;
+  models::LoadedModel loaded = models::load_model(path, options);
+  auto* unet = dynamic_cast<models::DiffusersUNet*>(loaded.network.get());
+  if (!unet) throw Error(path + ": --init needs a diffusers UNet2DModel folder (it is " + models::format_name(loaded.info.format) + ")");
+  loaded.network.release();
+  return std::unique_ptr<models::DiffusersUNet>(unet);
+}
+
+// Copies --init's weights into the new run's parameters, name for name. Every parameter must be
+// there with the same shape (the architecture options must match the model's), except the class
+// embedding, which stays zero when the model has none or another number of classes.
+void copy_init_weights(models::DiffusersUNet& init, const std::string& path, const core::NamedParams& params) {
+  std::map<std::string, at::Tensor> source(init.params()->all().begin(), init.params()->all().end());
+  for (const auto& [name, p] : params) {
+    auto it = source.find(name);
+    const bool same = it != source.end() && it->second.sizes().equals(p.sizes());
+    if (name == "class_embedding.weight") {
+      if (same) p.copy_(it->second);
+      else std::fprintf(stderr, "--init: %s\n", it == source.end()
+          ? "the model has no classes; the class embedding starts at zero"
+          : "the model has another number of classes; the class embedding starts at zero");
+      continue;
+    }
+    if (!same) {
+      throw Error(path + ": --init model " +
+                  (it == source.end() ? "has no parameter " + name
+                                      : "has " + name + " of shape " + c10::str(it->second.sizes()) +
+                                            " where the run needs " + c10::str(p.sizes())) +
+                  " (give the model's --block-channels, --layers-per-block, --attention-stages, "
+                  "--norm-groups and --head-dim)");
+    }
+    p.copy_(it->second.to(p.device()));
+  }
 }
 
 // Autocast to bfloat16 on the training device for the forward pass (convolutions and matmuls;
@@ -472,7 +537,12 @@ int run_train(const std::vector<std::string>& argv) {
   }
   if (s.threads > 0) at::set_num_threads(s.threads);
 
-  const std::vector<at::Tensor> images = load_dataset(s.data, s.size, s.tile);
+  const Dataset data = load_dataset(s.data, s.size, s.tile);
+  const std::vector<at::Tensor>& images = data.images;
+  if (s.classes) s.unet.num_class_embeds = static_cast<std::int64_t>(images.size());
+  // Read before anything is written, so a bad --init leaves no run behind.
+  std::unique_ptr<models::DiffusersUNet> init_net;
+  if (!s.init.empty()) init_net = load_init_model(s.init);
   std::error_code ec;
   fs::create_directories(state_dir / "samples", ec);
   if (ec) throw Error(state_dir.string() + ": cannot create the folder (" + ec.message() + ")");
@@ -485,13 +555,33 @@ int run_train(const std::vector<std::string>& argv) {
   run.gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const core::NamedParams& params = run.net->params()->all();
   core::init_parameters(params, run.gen);
-  std::vector<at::Tensor> leaves;
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& [name, p] : params) {
+      // Class embeddings start at zero: every class begins as the unconditional model, which
+      // is also exactly what --init from an unconditional model needs.
+      if (name == "class_embedding.weight") p.zero_();
+    }
+    if (init_net) copy_init_weights(*init_net, s.init, params);
+  }
+  // Two parameter groups: the class embedding's rows are each trained only when their image is
+  // in the batch (batch / classes of the steps), so they get a learning rate that much higher
+  // (at least --lr) to move about as fast as the dense weights. Without --classes, one group.
+  std::vector<at::Tensor> leaves, class_leaves;
   for (const auto& [name, p] : params) {
     p.requires_grad_(true);
-    leaves.push_back(p);
+    (name == "class_embedding.weight" ? class_leaves : leaves).push_back(p);
   }
-  run.optimizer = std::make_unique<torch::optim::AdamW>(
-      leaves, torch::optim::AdamWOptions(s.lr).betas({0.9, 0.99}).weight_decay(s.weight_decay));
+  auto adamw = [&s](double lr) {
+    return torch::optim::AdamWOptions(lr).betas({0.9, 0.99}).weight_decay(s.weight_decay);
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr)));
+  if (!class_leaves.empty()) {
+    const double scale = std::max(1.0, static_cast<double>(s.unet.num_class_embeds) / (s.batch * s.accumulate));
+    groups.emplace_back(class_leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr * scale)));
+  }
+  run.optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw(s.lr));
   run.ema = std::make_unique<core::Ema>(run.ema_net->params()->all(), s.ema_decay, s.ema_every, s.ema_after);
   run.ema->copy_from(params);
   if (resume) {
@@ -513,6 +603,9 @@ int run_train(const std::vector<std::string>& argv) {
   auto save = [&]() {
     save_checkpoint(checkpoint, s, run);
     models::write_diffusers_folder(out, s.unet, s.schedule, run.ema_net->params()->all());
+    const std::string classes_file = (fs::path(out) / models::kClassNamesFile).string();
+    if (s.classes) models::write_class_names(classes_file, data.names);
+    else fs::remove(classes_file, ec);  // a folder reused from a --classes run
   };
 
   auto last_log = std::chrono::steady_clock::now();
@@ -523,7 +616,9 @@ int run_train(const std::vector<std::string>& argv) {
     double step_loss = 0;
     for (int micro = 0; micro < s.accumulate; ++micro) {
       // Crops are cut on the CPU (the generator lives there), then moved: [B, 3, S, S].
-      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen).to(s.device);
+      at::Tensor labels;  // [B] int64: each crop's image
+      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen, &labels).to(s.device);
+      if (s.classes) net->set_class_labels(labels.to(s.device));
       at::Tensor value;
       {
         Bf16Autocast autocast(s.bf16, s.device.type());
