@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "core/class_fit.h"
 #include "core/error.h"
 #include "core/noise_estimate.h"
 #include "core/samplers.h"
@@ -103,17 +104,17 @@ class SeamlessScope {
   const PipelineModel* model_;
 };
 
-// Sets the class labels of a class-conditional model for one run and clears them however the
-// run ends.
+// Sets the class labels of a class-conditional model for one run (nothing for an empty list),
+// reports them through options.on_classes, and clears them however the run ends.
 class ClassScope {
  public:
-  ClassScope(const PipelineModel& model, const RunOptions& options, std::int64_t batch)
+  ClassScope(const PipelineModel& model, const std::vector<std::int64_t>& classes, const RunOptions& options)
       : model_(nullptr) {
-    const std::vector<std::int64_t> classes = run_classes(model.num_classes, options, batch);
     if (classes.empty()) return;
     if (!model.set_class_labels) throw Error("this model's classes cannot be set");
     model.set_class_labels(at::tensor(classes, at::kLong));
     model_ = &model;
+    if (options.on_classes) options.on_classes(classes);
   }
   ~ClassScope() {
     if (model_) model_->set_class_labels(at::Tensor());
@@ -124,6 +125,15 @@ class ClassScope {
  private:
   const PipelineModel* model_;
 };
+
+// The classes of a run that starts from an image (x: [N, C, H, W] in model space): the given
+// class, or the best fit for each image. Checks the option first, so a bad class costs nothing.
+std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const RunOptions& options,
+                                             const at::Tensor& x, int min_timestep) {
+  std::vector<std::int64_t> classes = run_classes(model.num_classes, options, x.size(0));
+  if (classes.empty() || options.class_label >= 0) return classes;
+  return best_fitting_classes(model, x, min_timestep);
+}
 
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);
@@ -197,7 +207,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   }
   check_size(width, height, options.batch);
   const SeamlessScope seamless(model, options.seamless, height, width);
-  const ClassScope classes(model, options, options.batch);
+  const ClassScope classes(model, run_classes(model.num_classes, options, options.batch), options);
   Prepared p = prepare(model, options);
   // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
   // multiples nothing changes and the result is the reference's exactly.
@@ -224,8 +234,8 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   }
   const std::int64_t height = image.size(2), width = image.size(3);
   const SeamlessScope seamless(model, options.seamless, height, width);
-  const ClassScope classes(model, options, image.size(0));
   at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  const ClassScope classes(model, classes_for_images(model, options, init, 0), options);
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
   x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
@@ -254,7 +264,7 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   const at::Tensor ratio = ((1 - alphas_cumprod) / alphas_cumprod).sqrt();  // [T], increasing
   const double target = 2.0 * result.sigma;
   const int T = model.schedule.num_train_timesteps;
-  const ClassScope classes(model, options, image.size(0));
+  run_classes(model.num_classes, options, image.size(0));  // a bad class fails before any work
   if (target <= ratio[0].item<double>()) {
     result.image = image.to(at::kFloat).clone();  // below the model's finest noise level
     return result;
@@ -282,6 +292,8 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   // it to the chosen timestep's sample is add_noise with zero extra noise (alpha_t * x for
   // variance-preserving samplers, x itself for sigma-space ones).
   at::Tensor x0_noisy = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  // The class is fitted on noise added above the image's own level (t*).
+  const ClassScope classes(model, classes_for_images(model, options, x0_noisy, t_star), options);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
   x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
   result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);

@@ -53,9 +53,14 @@ struct RunOptions {
   // bottom. Needs width and height that are multiples of the downsampling factor, since a
   // cropped result would no longer tile.
   bool seamless = false;
-  // Class-conditional models: the class of every image, or -1 to draw one per image from the
-  // seed (run_classes). Ignored by unconditional models unless set, which is an error.
+  // Class-conditional models: the class of every image, or -1 for the default: generate draws
+  // one per image from the seed (run_classes); img2img and denoise take the class that fits
+  // each input image best (best_fitting_classes in core/class_fit.h). Ignored by unconditional
+  // models unless set, which is an error.
   std::int64_t class_label = -1;
+  // Class-conditional models: called once per run with the class of each image, as soon as
+  // they are known. May be empty.
+  std::function<void(const std::vector<std::int64_t>&)> on_classes;
 };
 
 struct GenerateOptions : RunOptions {

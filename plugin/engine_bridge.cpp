@@ -178,10 +178,11 @@ int Engine::steps_for(const EngineSettings& settings) const {
   return settings.steps > 0 ? settings.steps : core::default_steps(sampler_for(settings), impl_->model.schedule);
 }
 
-std::string Engine::class_for(const EngineSettings& settings) const {
+std::string Engine::class_for(const EngineSettings& settings, bool from_image) const {
   const core::RunOptions run = impl_->run_options(settings);
   const std::vector<std::int64_t> classes = core::run_classes(impl_->model.num_classes, run, 1);
   if (classes.empty()) return "";
+  if (from_image && run.class_label < 0) return "best-fitting class";
   const auto& names = impl_->loaded.info.class_names;
   const auto k = static_cast<std::size_t>(classes[0]);
   return "class " + std::to_string(k) + (k < names.size() ? " (" + names[k] + ")" : "");

@@ -41,7 +41,7 @@ struct EngineSettings {
   std::string device = "auto";  // "auto", "cpu" or "cuda"
   bool seamless = false;        // tileable result (generate, img2img)
   std::string texture_class;    // class-conditional models: a class name or number; empty:
-                                // drawn from the seed
+                                // drawn from the seed (generate) or the best fit (the others)
 };
 
 // A short description of a model, for the dialog label and the messages.
@@ -82,9 +82,10 @@ class Engine {
   // The sampler and step count a run with these settings will use.
   std::string sampler_for(const EngineSettings& settings) const;
   int steps_for(const EngineSettings& settings) const;
-  // "class 3 (bricks)" for the class a run with these settings makes (of a batch of one);
-  // empty for unconditional models.
-  std::string class_for(const EngineSettings& settings) const;
+  // "class 3 (bricks)" for the class a run with these settings makes (of a batch of one), or
+  // "best-fitting class" for a run from an image (from_image) without one; empty for
+  // unconditional models.
+  std::string class_for(const EngineSettings& settings, bool from_image) const;
 
   // A new image of width x height with `channels` colour channels (1 or 3; no alpha).
   PixelBuffer generate(const EngineSettings& settings, int width, int height, int channels,

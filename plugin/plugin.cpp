@@ -97,7 +97,8 @@ void add_common_arguments(GimpProcedure* procedure) {
   gimp_procedure_add_string_argument(
       procedure, "class", "_Class",
       "Class-conditional models (the bundled one: one class per GIMP pattern it learned): the "
-      "class to make, by name or number. Empty: drawn from the seed",
+      "class to make, by name or number. Empty: Generate draws it from the seed; Denoise and "
+      "Image to image take the class that fits the layer best",
       "", G_PARAM_READWRITE);
 }
 
@@ -226,7 +227,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     const std::string sampler = engine.sampler_for(settings);
     const int total_steps = engine.steps_for(settings);
     // Checked before any pixel is read: a bad class name fails here. Empty when unconditional.
-    const std::string chosen_class = engine.class_for(settings);
+    const std::string chosen_class = engine.class_for(settings, action != Action::Generate);
     const std::string class_note = chosen_class.empty() ? "" : ", " + chosen_class;
     gimp_progress_set_text((std::string(action_title(action)) + ": " + sampler + ", " +
                             std::to_string(total_steps) + " steps, seed " + std::to_string(seed) + class_note)

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "core/class_fit.h"
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "models/class_names.h"
@@ -178,7 +179,9 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
     one.class_label = classes[i];
     const at::Tensor image = gd::core::generate(model, one);
     // Only the first image shares its noise with a batch-of-1 run (the noise is [N, C, H, W]).
-    if (i == 0) EXPECT_TRUE(at::allclose(image[0], drawn[0], 1e-5, 1e-5));
+    if (i == 0) {
+      EXPECT_TRUE(at::allclose(image[0], drawn[0], 1e-5, 1e-5));
+    }
   }
   gd::core::GenerateOptions other = options;
   other.class_label = (classes[0] + 1) % 4;
@@ -189,6 +192,82 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
                "no class");
   other.class_label = 9;
   expect_error([&] { gd::core::generate(model, other); }, {"class 9", "out of range"});
+}
+
+// A fake class-conditional model that predicts x0 directly: a flat gray of level
+// k / (classes - 1) (model space) for class k, whatever its input. The labels it was given and
+// each call's batch size are recorded.
+struct FlatClassModel {
+  std::int64_t classes;
+  at::Tensor labels;
+  std::vector<std::int64_t> batches;
+  gd::core::PipelineModel model() {
+    gd::core::PipelineModel m;
+    m.schedule.num_train_timesteps = 100;
+    m.schedule.prediction_type = gd::core::PredictionType::Sample;
+    m.schedule.clip_sample = false;
+    m.num_classes = static_cast<int>(classes);
+    m.set_class_labels = [this](const at::Tensor& l) { labels = l; };
+    m.network = [this](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
+      if (!labels.defined()) throw gd::Error("no class set");
+      batches.push_back(x.size(0));
+      const at::Tensor level = labels.to(at::kFloat).expand({x.size(0)}) / (classes - 1) * 2 - 1;  // [N]
+      return level.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();  // [N, C, H, W]
+    };
+    return m;
+  }
+};
+
+TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
+  // More classes than one network call takes at the crop size (256K pixels per call).
+  const std::int64_t classes = 300;
+  const std::int64_t per_call = (1 << 18) / (gd::core::kClassFitCrop * gd::core::kClassFitCrop);
+  ASSERT_LT(per_call, classes);
+  FlatClassModel fake{classes, at::Tensor(), {}};
+  const gd::core::PipelineModel model = fake.model();
+  // Two 80x80 images (model space): flat at class 280's level and at class 7's, plus some noise.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const double top = static_cast<double>(classes - 1);
+  at::Tensor x = at::cat({at::full({1, 3, 80, 80}, 280 / top * 2 - 1), at::full({1, 3, 80, 80}, 7 / top * 2 - 1)});
+  x = x + 0.02 * at::randn(x.sizes(), gen);
+  const auto chosen = gd::core::best_fitting_classes(model, x, 0);
+  EXPECT_EQ(chosen, (std::vector<std::int64_t>{280, 7}));
+  EXPECT_FALSE(fake.labels.defined()) << "the labels must be cleared after the fit";
+  // Every class is tried on every timestep of every image, in calls of at most per_call.
+  const std::int64_t calls_per_timestep = (classes + per_call - 1) / per_call;
+  EXPECT_EQ(fake.batches.size(), static_cast<std::size_t>(2 * gd::core::kClassFitTimesteps * calls_per_timestep));
+  EXPECT_EQ(fake.batches.front(), per_call);
+  // The noise is fixed: the same image gives the same class every time.
+  EXPECT_EQ(gd::core::best_fitting_classes(model, x, 50), gd::core::best_fitting_classes(model, x, 50));
+  gd::core::PipelineModel plain;
+  expect_error([&] { gd::core::best_fitting_classes(plain, x, 0); }, "not class-conditional");
+}
+
+TEST(ClassConditioning, Img2imgAndDenoiseUseTheBestFitUnlessGivenAClass) {
+  FlatClassModel fake{6, at::Tensor(), {}};
+  const gd::core::PipelineModel model = fake.model();
+  const at::Tensor image = at::full({1, 3, 16, 16}, 0.8);  // model space 0.6: class 4 of 0..5
+  std::vector<std::int64_t> reported;
+  gd::core::RunOptions options;
+  options.sampler = "ddim";
+  options.steps = 5;
+  options.seed = 3;
+  options.on_classes = [&reported](const std::vector<std::int64_t>& k) { reported = k; };
+  at::Tensor out = gd::core::img2img(model, image, 0.8, options);
+  EXPECT_EQ(reported, (std::vector<std::int64_t>{4}));
+  EXPECT_NEAR(out.mean().item<double>(), 0.8, 1e-4) << "the run must use the class it reported";
+  reported.clear();
+  gd::core::DenoiseResult d = gd::core::denoise(model, image, 0.1, options);
+  EXPECT_EQ(reported, (std::vector<std::int64_t>{4}));
+  EXPECT_NEAR(d.image.mean().item<double>(), 0.8, 1e-4);
+  // A given class is used as it is, with no fit (a single network call per step, batch 1).
+  options.class_label = 1;
+  fake.batches.clear();
+  out = gd::core::img2img(model, image, 0.8, options);
+  EXPECT_EQ(reported, (std::vector<std::int64_t>{1}));
+  EXPECT_NEAR(out.mean().item<double>(), 0.5 * (1.0 / 5 * 2 - 1) + 0.5, 1e-4);
+  for (std::int64_t b : fake.batches) EXPECT_EQ(b, 1);
+  EXPECT_FALSE(fake.labels.defined());
 }
 
 TEST(ClassConditioning, ClassNamesFile) {

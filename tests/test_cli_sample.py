@@ -8,6 +8,7 @@ line, a non-zero exit and no output file. Run by meson test with GD_CLI and TEST
 import array
 import json
 import os
+import re
 import struct
 import subprocess
 import tempfile
@@ -319,6 +320,27 @@ class Classes(unittest.TestCase):
         self.assertIn("drawn from the seed", err)
         again, _ = self.generate(out, "--seed", "4")
         self.assertTrue(drawn == again, "same seed, other texture")
+
+    def test_img2img_and_denoise_take_the_best_fitting_class(self):
+        src = os.path.join(self.tmp, "src.png")
+        write_png(src, 16, 16, 3, 8, [[(x * 7 + y * 13 + 80) % 256 for x in range(48)] for y in range(16)])
+        for command, extra in (("img2img", ["--strength", "0.5"]), ("denoise", ["--sigma", "0.1"])):
+            out = os.path.join(self.tmp, command + ".safetensors")
+            args = [command, "--model", self.model, "-i", src, "-o", out, "--sampler", "ddim", "--steps", "4",
+                    "--seed", "2", *extra]
+            code, _, err = run(*args)
+            self.assertEqual(code, 0, err)
+            self.assertIn("class: the best fit for the image", err)
+            found = re.search(command + r": class (\d) \((\w+)\) fits the image best", err)
+            self.assertIsNotNone(found, err)
+            with open(out, "rb") as f:
+                fitted = f.read()
+            # The run used the class it printed: naming it gives the same result.
+            code, _, err = run(*args, "--class", found.group(2))
+            self.assertEqual(code, 0, err)
+            self.assertNotIn("fits the image best", err)
+            with open(out, "rb") as f:
+                self.assertTrue(f.read() == fitted, command + ": the printed class is not the one used")
 
     def test_bad_class(self):
         out = os.path.join(self.tmp, "bad.png")

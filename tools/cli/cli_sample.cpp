@@ -104,29 +104,35 @@ std::unique_ptr<Session> open_model(Common& c) {
   return session;
 }
 
-// "class 3 (bricks)", or for several images "classes 3 (bricks), 7 (leaves)"; empty for
-// unconditional models.
-std::string describe_classes(const Session& s, const core::RunOptions& run, std::int64_t batch) {
+// "3 (bricks)": a class number and, where the model has names, its name.
+std::string class_text(const Session& s, std::int64_t k) {
+  const auto& names = s.loaded.info.class_names;
+  const auto i = static_cast<std::size_t>(k);
+  return std::to_string(k) + (i < names.size() ? " (" + names[i] + ")" : "");
+}
+
+// ", class 3 (bricks)", or for several images ", classes 3 (bricks), 7 (leaves)"; empty for
+// unconditional models. from_image: img2img and denoise, whose default is the best fit.
+std::string describe_classes(const Session& s, const core::RunOptions& run, std::int64_t batch,
+                             bool from_image) {
   const std::vector<std::int64_t> classes = core::run_classes(s.model.num_classes, run, batch);
   if (classes.empty()) return "";
-  const auto& names = s.loaded.info.class_names;
+  if (from_image && run.class_label < 0) return ", class: the best fit for the image";
   std::string text = classes.size() == 1 || run.class_label >= 0 ? ", class " : ", classes ";
   const std::size_t shown = run.class_label >= 0 ? 1 : classes.size();
-  for (std::size_t i = 0; i < shown; ++i) {
-    const auto k = static_cast<std::size_t>(classes[i]);
-    text += (i ? ", " : "") + std::to_string(k) + (k < names.size() ? " (" + names[k] + ")" : "");
-  }
+  for (std::size_t i = 0; i < shown; ++i) text += (i ? ", " : "") + class_text(s, classes[i]);
   return text + (run.class_label >= 0 ? "" : " (drawn from the seed)");
 }
 
-void report_start(const Common& c, const Session& s, const std::string& what, std::int64_t batch) {
+void report_start(const Common& c, const Session& s, const std::string& what, std::int64_t batch,
+                  bool from_image) {
   const std::string sampler = c.run.sampler.empty() ? core::default_sampler(s.model.schedule) : c.run.sampler;
   // Checked here, before the first line of progress, so a bad value is the only output.
   if (c.run.steps > s.model.schedule.num_train_timesteps) {
     throw UsageError("--steps " + std::to_string(c.run.steps) + " exceeds the model's " +
                      std::to_string(s.model.schedule.num_train_timesteps) + " training timesteps");
   }
-  const std::string classes = describe_classes(s, c.run, batch);
+  const std::string classes = describe_classes(s, c.run, batch, from_image);
   std::fprintf(stderr, "%s: %s, sampler %s, seed %llu%s, device %s\n", what.c_str(),
                s.loaded.info.architecture.c_str(), sampler.c_str(),
                static_cast<unsigned long long>(c.run.seed), classes.c_str(), c.load.device.str().c_str());
@@ -152,7 +158,7 @@ int run_generate(const std::vector<std::string>& argv) {
   check_writable(c.output);
   auto session = open_model(c);
   options.class_label = c.run.class_label;
-  report_start(c, *session, "generate", options.batch);
+  report_start(c, *session, "generate", options.batch, false);
   Progress progress("generate");
   options.on_step = [&progress](int done, int total) { return progress.update(done, total); };
   at::Tensor images = core::generate(session->model, options);
@@ -195,7 +201,15 @@ ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
   std::string note;
   r.colour = core::to_model_channels(r.input.colour, r.session->model.channels, &note);
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
-  report_start(c, *r.session, what, r.colour.size(0));
+  report_start(c, *r.session, what, r.colour.size(0), true);
+  if (r.session->model.num_classes > 0 && c.run.class_label < 0) {
+    const Session* session = r.session.get();
+    c.run.on_classes = [session, what](const std::vector<std::int64_t>& classes) {
+      std::string text;
+      for (std::size_t i = 0; i < classes.size(); ++i) text += (i ? ", " : "") + class_text(*session, classes[i]);
+      std::fprintf(stderr, "%s: class %s fits the image best\n", what.c_str(), text.c_str());
+    };
+  }
   r.progress = std::make_unique<Progress>(what);
   Progress* progress = r.progress.get();
   c.run.on_step = [progress](int done, int total) { return progress->update(done, total); };

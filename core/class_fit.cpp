@@ -1,0 +1,77 @@
+#include "core/class_fit.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "core/error.h"
+#include "core/prediction.h"
+#include "core/schedule.h"
+
+namespace gd::core {
+
+namespace {
+
+// Clears the labels however the fit ends, so no later call runs with a stale class.
+struct ClearLabels {
+  const PipelineModel& model;
+  ~ClearLabels() { model.set_class_labels(at::Tensor()); }
+};
+
+// A centred crop of side at most kClassFitCrop, kept a multiple of the downsampling factor.
+at::Tensor centre_crop(const at::Tensor& x, int factor) {
+  auto side = [factor](std::int64_t n) {
+    const std::int64_t s = std::min<std::int64_t>(n, kClassFitCrop);
+    return std::max<std::int64_t>(s / factor * factor, std::min<std::int64_t>(n, factor));
+  };
+  const std::int64_t h = side(x.size(2)), w = side(x.size(3));
+  return x.narrow(2, (x.size(2) - h) / 2, h).narrow(3, (x.size(3) - w) / 2, w);
+}
+
+}  // namespace
+
+std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep) {
+  if (model.num_classes <= 0 || !model.set_class_labels) {
+    throw Error("this model is not class-conditional: there is no class to fit");
+  }
+  const int T = model.schedule.num_train_timesteps;
+  const at::Tensor alphas_cumprod =
+      model.schedule.stored_buffers.count("alphas_cumprod")
+          ? model.schedule.stored_buffers.at("alphas_cumprod").to(at::kFloat)
+          : cumulative_alphas(make_betas(model.schedule));
+  const int lo = std::clamp(min_timestep, 0, T - 1);
+  const ClearLabels clear{model};
+  const std::int64_t classes = model.num_classes;
+
+  std::vector<std::int64_t> chosen;
+  for (std::int64_t n = 0; n < x.size(0); ++n) {
+    const at::Tensor x0 = centre_crop(x.narrow(0, n, 1).to(at::kFloat), std::max(1, model.downsampling_factor));
+    // Classes per network call: about 256K pixels, like one 512x512 image.
+    const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (x0.size(2) * x0.size(3)));
+    at::Tensor error = at::zeros({classes}, at::kDouble);  // [classes] summed over timesteps
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20230816);
+    for (int k = 1; k <= kClassFitTimesteps; ++k) {
+      const int t = lo + (T - 1 - lo) * k / (kClassFitTimesteps + 1);
+      const at::Tensor alpha = alphas_cumprod[t].sqrt();        // 0-d
+      const at::Tensor sigma = (1 - alphas_cumprod[t]).sqrt();  // 0-d
+      const at::Tensor eps = at::randn(x0.sizes(), gen);        // [1, C, h, w], the same for every class
+      const at::Tensor x_t = alpha * x0 + sigma * eps;          // [1, C, h, w]
+      for (std::int64_t first = 0; first < classes; first += chunk) {
+        const std::int64_t count = std::min(chunk, classes - first);
+        model.set_class_labels(at::arange(first, first + count, at::kLong));
+        const at::Tensor batch = x_t.expand({count, -1, -1, -1}).contiguous();  // [count, C, h, w]
+        const at::Tensor out = model.network(batch.to(model.device, model.dtype),
+                                             at::full({count}, t, at::kLong).to(model.device), std::nullopt)
+                                   .to(at::kCPU, at::kFloat);
+        const at::Tensor x0_pred = interpret_output(model.schedule.prediction_type, batch, out, alpha, sigma).x0;
+        error.narrow(0, first, count) += (x0_pred - x0).pow(2).mean({1, 2, 3}).to(at::kDouble);
+      }
+    }
+    chosen.push_back(error.argmin().item<std::int64_t>());
+  }
+  return chosen;
+}
+
+}  // namespace gd::core
