@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/class_errors.h"
 #include "core/error.h"
 #include "core/prediction.h"
 #include "core/schedule.h"
@@ -34,7 +35,7 @@ at::Tensor centre_crop(const at::Tensor& x, int factor) {
 
 std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep) {
   if (model.num_classes <= 0 || !model.set_class_labels) {
-    throw Error("this model is not class-conditional: there is no class to fit");
+    throw not_class_conditional();
   }
   const int T = model.schedule.num_train_timesteps;
   const at::Tensor alphas_cumprod =

@@ -17,7 +17,7 @@
 namespace gd::core {
 
 // Side of the centred crop the classes are compared on: the fit costs classes x timesteps
-// network calls at this size, whatever the image's size (about 4 s on 2 CPU cores for the
+// network calls at this size, whatever the image's size (about 5.5 s on 2 CPU cores for the
 // bundled model's 147 classes).
 constexpr std::int64_t kClassFitCrop = 32;
 // Timesteps compared: evenly spread above `min_timestep`, at 1/3 and 2/3 of the way to the last

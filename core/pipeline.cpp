@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/class_fit.h"
+#include "core/class_errors.h"
 #include "core/error.h"
 #include "core/noise_estimate.h"
 #include "core/samplers.h"
@@ -143,12 +144,11 @@ at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1
 
 std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch) {
   if (num_classes <= 0) {
-    if (options.class_label >= 0) throw Error("this model is not class-conditional: it takes no class");
+    if (options.class_label >= 0) throw not_class_conditional();
     return {};
   }
   if (options.class_label >= num_classes || options.class_label < -1) {
-    throw Error("class " + std::to_string(options.class_label) + " is out of range: this model has " +
-                std::to_string(num_classes) + " classes (0 to " + std::to_string(num_classes - 1) + ")");
+    throw class_out_of_range(std::to_string(options.class_label), num_classes);
   }
   if (options.class_label >= 0) return std::vector<std::int64_t>(static_cast<std::size_t>(batch), options.class_label);
   std::mt19937_64 rng(options.seed);

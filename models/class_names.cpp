@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/class_errors.h"
 #include "core/error.h"
 
 namespace gd::models {
@@ -52,15 +53,14 @@ std::vector<std::string> read_class_names(const std::string& path, std::int64_t 
 }
 
 std::int64_t find_class(const std::string& text, const std::vector<std::string>& names, std::int64_t count) {
-  if (count <= 0) throw Error("this model is not class-conditional: it takes no class");
+  if (count <= 0) throw not_class_conditional();
   for (std::size_t i = 0; i < names.size(); ++i) {
     if (names[i] == text) return static_cast<std::int64_t>(i);
   }
   if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 12) {
     const std::int64_t value = std::strtoll(text.c_str(), nullptr, 10);
     if (value < count) return value;
-    throw Error("class " + text + " is out of range: this model has " + std::to_string(count) +
-                " classes (0 to " + std::to_string(count - 1) + ")");
+    throw class_out_of_range(text, count);
   }
   throw Error("no class called '" + text + "'" +
               (names.empty() ? " (this model's classes have numbers only: 0 to " + std::to_string(count - 1) + ")"

@@ -3,20 +3,20 @@
 
 #include <ATen/ATen.h>
 
+#include "core/class_errors.h"
 #include "core/error.h"
 
 namespace gd::models {
 
 void check_class_labels(const at::Tensor& labels, std::int64_t num_classes) {
-  if (num_classes <= 0) throw Error("this model is not class-conditional: it takes no class");
+  if (num_classes <= 0) throw not_class_conditional();
   if (labels.dim() > 1 || labels.numel() < 1 || labels.scalar_type() != at::kLong) {
     throw Error("class labels must be a non-empty [N] int64 tensor");
   }
   const at::Tensor cpu = labels.to(at::kCPU);
   const std::int64_t lo = cpu.min().item<std::int64_t>(), hi = cpu.max().item<std::int64_t>();
   if (lo < 0 || hi >= num_classes) {
-    throw Error("class " + std::to_string(lo < 0 ? lo : hi) + " is out of range: this model has " +
-                std::to_string(num_classes) + " classes (0 to " + std::to_string(num_classes - 1) + ")");
+    throw class_out_of_range(std::to_string(lo < 0 ? lo : hi), num_classes);
   }
 }
 
