@@ -178,14 +178,22 @@ int Engine::steps_for(const EngineSettings& settings) const {
   return settings.steps > 0 ? settings.steps : core::default_steps(sampler_for(settings), impl_->model.schedule);
 }
 
+namespace {
+
+// "class 3 (bricks)", or "class 3" for a model without class names.
+std::string class_text(const std::vector<std::string>& names, std::int64_t k) {
+  const auto i = static_cast<std::size_t>(k);
+  return "class " + std::to_string(k) + (i < names.size() ? " (" + names[i] + ")" : "");
+}
+
+}  // namespace
+
 std::string Engine::class_for(const EngineSettings& settings, bool from_image) const {
   const core::RunOptions run = impl_->run_options(settings);
   const std::vector<std::int64_t> classes = core::run_classes(impl_->model.num_classes, run, 1);
   if (classes.empty()) return "";
   if (from_image && run.class_label < 0) return "best-fitting class";
-  const auto& names = impl_->loaded.info.class_names;
-  const auto k = static_cast<std::size_t>(classes[0]);
-  return "class " + std::to_string(k) + (k < names.size() ? " (" + names[k] + ")" : "");
+  return class_text(impl_->loaded.info.class_names, classes[0]);
 }
 
 PixelBuffer Engine::generate(const EngineSettings& settings, int width, int height, int channels,
@@ -202,9 +210,11 @@ PixelBuffer Engine::generate(const EngineSettings& settings, int width, int heig
 }
 
 PixelBuffer Engine::img2img(const EngineSettings& settings, const PixelBuffer& image, double strength,
-                            const ProgressFn& progress) const {
+                            const ProgressFn& progress, std::string* class_used) const {
   if (!(strength > 0 && strength <= 1)) throw Error("strength must be in (0, 1]");
   core::RunOptions run = impl_->run_options(settings);
+  const auto& names = impl_->loaded.info.class_names;
+  if (class_used) run.on_classes = [class_used, &names](const std::vector<std::int64_t>& k) { *class_used = class_text(names, k[0]); };
   Split in = split(image);
   at::Tensor colour = core::to_model_channels(in.colour, impl_->model.channels, nullptr);
   if (progress) run.on_step = [&progress](int done, int total) { progress(done, total); return true; };
@@ -214,9 +224,11 @@ PixelBuffer Engine::img2img(const EngineSettings& settings, const PixelBuffer& i
 
 PixelBuffer Engine::denoise(const EngineSettings& settings, const PixelBuffer& image,
                             std::optional<double> noise_level, const ProgressFn& progress,
-                            double* sigma_used) const {
+                            double* sigma_used, std::string* class_used) const {
   if (noise_level && !(*noise_level >= 0 && *noise_level <= 1)) throw Error("noise level must be in [0, 1]");
   core::RunOptions run = impl_->run_options(settings);
+  const auto& names = impl_->loaded.info.class_names;
+  if (class_used) run.on_classes = [class_used, &names](const std::vector<std::int64_t>& k) { *class_used = class_text(names, k[0]); };
   Split in = split(image);
   at::Tensor colour = core::to_model_channels(in.colour, impl_->model.channels, nullptr);
   if (progress) run.on_step = [&progress](int done, int total) { progress(done, total); return true; };

@@ -228,7 +228,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     const int total_steps = engine.steps_for(settings);
     // Checked before any pixel is read: a bad class name fails here. Empty when unconditional.
     const std::string chosen_class = engine.class_for(settings, action != Action::Generate);
-    const std::string class_note = chosen_class.empty() ? "" : ", " + chosen_class;
+    std::string class_note = chosen_class.empty() ? "" : ", " + chosen_class;
     gimp_progress_set_text((std::string(action_title(action)) + ": " + sampler + ", " +
                             std::to_string(total_steps) + " steps, seed " + std::to_string(seed) + class_note)
                                .c_str());
@@ -236,6 +236,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
 
     gd::plugin::PixelBuffer result;
     double sigma_used = 0.0;
+    std::string fitted_class;  // img2img and denoise on class-conditional models: the class used
     double level = 0.0;
     const bool rgb = gimp_drawable_is_rgb(drawable);
     if (action == Action::Generate) {
@@ -245,14 +246,16 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
       if (action == Action::Img2img) {
         double strength = 0.6;
         g_object_get(config, "strength", &strength, nullptr);
-        result = engine.img2img(settings, input, strength, progress);
+        result = engine.img2img(settings, input, strength, progress, &fitted_class);
       } else {
         g_object_get(config, "noise-level", &level, nullptr);
         result = engine.denoise(settings, input, level > 0 ? std::optional<double>(level) : std::nullopt,
-                                progress, &sigma_used);
+                                progress, &sigma_used, &fitted_class);
       }
     }
     gimp_progress_update(1.0);
+    // The class actually used (the best fit is known only now) goes into the layer name.
+    if (!fitted_class.empty()) class_note = ", " + fitted_class;
 
     // The result is complete: write it, as one undo step.
     GimpLayer* out_layer = nullptr;

@@ -99,6 +99,10 @@ CASES = [
     ("dn-rgba8", "rgba8", "denoise", False, {"seed": 15, "noise-level": 0.0}, "scheme"),
     # model "" without GIMP_DIFFUSION_MODEL (the Script-Fu run): the bundled texture model.
     ("gen-bundled", "rgb8", "generate", True, dict(seed=19, output="new-layer", model=""), "scheme"),
+    # The bundled model is class-conditional: Image to image takes the best-fitting class and
+    # names it in the new layer's name.
+    ("i2i-bundled-layer", "rgb8", "img2img", True, dict(seed=20, strength=0.5, output="new-layer", model=""),
+     "scheme"),
     ("py-gen-random", "rgb8", "generate", True, dict(seed=-1, output="new-layer"), "python"),
     # model "": the default model, here from GIMP_DIFFUSION_MODEL.
     ("py-i2i-rgba8-sel", "rgba8", "img2img", True, dict(seed=16, strength=0.6, output="replace", model=""), "python"),
@@ -128,6 +132,8 @@ def scheme_script(tmp, inputs, cases):
   {select}
   (let ((r (plug-in-diffusion-{proc} #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d) {named})))
     (gimp-message (string-append "RESULT {name} seed " (number->string (car r)))))
+  (gimp-message (string-append "LAYER {name} "
+                               (car (gimp-item-get-name (vector-ref (car (gimp-image-get-layers img)) 0)))))
   (gimp-file-save RUN-NONINTERACTIVE img "{out}" -1)
   (gimp-image-delete img))""".format(inp=inputs[inp], select=select, proc=proc, named=named, name=name,
                                    out=os.path.join(tmp, name + ".out.png")))
@@ -278,6 +284,10 @@ def main():
     if rc != 0:
         print(log[-4000:])
     seeds = {m.group(1): int(m.group(2)) for m in re.finditer(r"RESULT (\S+) seed (\d+)", log)}
+    layers = {m.group(1): m.group(2) for m in re.finditer(r"LAYER (\S+) ([^\n]*)", log)}
+    fitted = layers.get("i2i-bundled-layer", "")
+    check(re.search(r"^Image to Image \(.*, class \d+ \(\w+\)\)", fitted) is not None,
+          "i2i-bundled-layer: the new layer names the class that was fitted: %r" % fitted)
     for case in scheme_cases:
         check(seeds.get(case[0]) == case[4]["seed"], "%s: returns the seed %s" % (case[0], case[4]["seed"]))
         compare_case(tmp, inputs, case, case[4]["seed"])
