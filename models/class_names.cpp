@@ -52,6 +52,11 @@ std::vector<std::string> read_class_names(const std::string& path, std::int64_t 
   return names;
 }
 
+std::string describe_class(const std::vector<std::string>& names, std::int64_t k) {
+  const auto i = static_cast<std::size_t>(k);
+  return std::to_string(k) + (k >= 0 && i < names.size() ? " (" + names[i] + ")" : "");
+}
+
 std::int64_t find_class(const std::string& text, const std::vector<std::string>& names, std::int64_t count) {
   if (count <= 0) throw not_class_conditional();
   for (std::size_t i = 0; i < names.size(); ++i) {

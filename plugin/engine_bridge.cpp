@@ -182,8 +182,7 @@ namespace {
 
 // "class 3 (bricks)", or "class 3" for a model without class names.
 std::string class_text(const std::vector<std::string>& names, std::int64_t k) {
-  const auto i = static_cast<std::size_t>(k);
-  return "class " + std::to_string(k) + (i < names.size() ? " (" + names[i] + ")" : "");
+  return "class " + models::describe_class(names, k);
 }
 
 }  // namespace

@@ -104,11 +104,8 @@ std::unique_ptr<Session> open_model(Common& c) {
   return session;
 }
 
-// "3 (bricks)": a class number and, where the model has names, its name.
 std::string class_text(const Session& s, std::int64_t k) {
-  const auto& names = s.loaded.info.class_names;
-  const auto i = static_cast<std::size_t>(k);
-  return std::to_string(k) + (i < names.size() ? " (" + names[i] + ")" : "");
+  return models::describe_class(s.loaded.info.class_names, k);
 }
 
 // ", class 3 (bricks)", or for several images ", classes 3 (bricks), 7 (leaves)"; empty for
