@@ -95,6 +95,13 @@ void init_parameters(const NamedParams& params, at::Generator& gen) {
   }
 }
 
+double cooldown_factor(std::int64_t step, std::int64_t total, std::int64_t cooldown) {
+  if (cooldown <= 0) return 1.0;
+  const std::int64_t remaining = total - step;  // steps still to take, this one included
+  if (remaining >= cooldown) return 1.0;
+  return remaining > 0 ? static_cast<double>(remaining) / static_cast<double>(cooldown) : 0.0;
+}
+
 double clip_grad_norm(const NamedParams& params, double max_norm) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;

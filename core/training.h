@@ -66,6 +66,14 @@ class DiffusionLoss {
   double offset_noise_;
 };
 
+// The learning-rate multiplier of a constant-then-cooldown run ("warmup-stable-decay" without
+// the warmup; Hägele et al. 2024): 1 until the last `cooldown` steps before `total`, then a
+// linear fall towards 0, reaching 1/cooldown on the last step. `step` is the number of optimizer
+// steps already taken, so this is the multiplier of step `step + 1`. Why: a constant rate with
+// batches this small leaves the weights rattling around the optimum; annealing at the end
+// settles them, at no cost per step. cooldown <= 0: always 1.
+double cooldown_factor(std::int64_t step, std::int64_t total, std::int64_t cooldown);
+
 using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
 
 // PyTorch's default initialisation from parameter names and shapes alone: every weight of

@@ -174,6 +174,23 @@ TEST(Training, ClipGradNorm) {
   EXPECT_NEAR(a.grad()[0].item<float>(), 0.6f, 1e-5);
 }
 
+TEST(Training, CooldownFactor) {
+  using gd::core::cooldown_factor;
+  // No cooldown: always the full rate.
+  EXPECT_EQ(cooldown_factor(0, 10, 0), 1.0);
+  EXPECT_EQ(cooldown_factor(9, 10, 0), 1.0);
+  // 10 steps, the last 4 annealed: steps 1-6 (step = 0..5 taken) at full rate, then 4/4 ... 1/4.
+  for (std::int64_t taken = 0; taken <= 5; ++taken) EXPECT_EQ(cooldown_factor(taken, 10, 4), 1.0) << taken;
+  EXPECT_DOUBLE_EQ(cooldown_factor(6, 10, 4), 1.0);
+  EXPECT_DOUBLE_EQ(cooldown_factor(7, 10, 4), 0.75);
+  EXPECT_DOUBLE_EQ(cooldown_factor(8, 10, 4), 0.5);
+  EXPECT_DOUBLE_EQ(cooldown_factor(9, 10, 4), 0.25);
+  EXPECT_EQ(cooldown_factor(10, 10, 4), 0.0);  // past the end: nothing left to take
+  // The whole run as cooldown.
+  EXPECT_DOUBLE_EQ(cooldown_factor(0, 4, 4), 1.0);
+  EXPECT_DOUBLE_EQ(cooldown_factor(3, 4, 4), 0.25);
+}
+
 // Trains the tiny UNet in memory for 60 steps, then writes its EMA as a diffusers folder and
 // reads it back with load_model.
 TEST(Training, LossDecreasesAndTheFolderLoadsBack) {
@@ -344,6 +361,25 @@ TEST(TrainCommand, ResumeIsExact) {
   EXPECT_FALSE(c == b9) << "the bf16 steps did not change the EMA weights";
 }
 
+// --cooldown anneals the learning rate over the last steps: it changes the result, and since the
+// rate depends on the step alone, a run interrupted before the cooldown and resumed with it ends
+// exactly where an unbroken one does.
+TEST(TrainCommand, CooldownResumesExactly) {
+  TempDir dir("cooldown");
+  write_textures(dir / "data", 3, 20);
+  ASSERT_EQ(gd::cli::run_train(with(train_args(dir / "data", dir / "a", 8), {"--cooldown", "4"})), 0);
+  ASSERT_EQ(gd::cli::run_train(train_args(dir / "data", dir / "b", 4)), 0);
+  ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "8",
+                                "--cooldown", "4", "--sample-every", "0", "--resume"}), 0);
+  ASSERT_EQ(gd::cli::run_train(train_args(dir / "data", dir / "c", 8)), 0);
+  const std::string a = read_bytes(dir / "a/diffusion_pytorch_model.safetensors");
+  const std::string b = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
+  const std::string c = read_bytes(dir / "c/diffusion_pytorch_model.safetensors");
+  ASSERT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a == b) << "a run resumed into its cooldown differs from an unbroken one";
+  EXPECT_FALSE(a == c) << "--cooldown did not change the training";
+}
+
 TEST(TrainCommand, BadOptionsAndData) {
   TempDir dir("bad");
   write_textures(dir / "data", 1, 20);
@@ -353,7 +389,8 @@ TEST(TrainCommand, BadOptionsAndData) {
       {"--size", "15"}, {"--block-channels", "8,x"}, {"--attention-stages", "2"}, {"--lr", "0"},
       {"--lr", "abc"}, {"--clip", "-1"}, {"--ema-decay", "1.5"}, {"--accumulate", "0"},
       {"--norm-groups", "3"}, {"--sample-steps", "51"}, {"--steps", "0"}, {"--bogus", "1"},
-      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}, {"--offset-noise", "-0.1"}};
+      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}, {"--offset-noise", "-0.1"},
+      {"--cooldown", "-1"}, {"--cooldown", "3"}};  // 3: longer than the run's 2 steps
   for (const auto& bad : usage_errors) {
     try {
       gd::cli::run_train(with(train_args(data, out, 2), bad));

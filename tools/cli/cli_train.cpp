@@ -73,7 +73,8 @@ const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
 const std::set<std::string> kChangeableOnResume = {"size", "offset-noise"};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
     {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
-    {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}, {"device", "auto"}};
+    {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}, {"device", "auto"},
+    {"cooldown", "0"}};
 
 double parse_double(const std::string& name, const std::string& text, double lo, double hi,
                     bool open_low = false) {
@@ -101,6 +102,7 @@ struct Settings {
   std::map<std::string, std::string> raw;  // every option's text, defaults filled in
   int size = 64, batch = 16, accumulate = 1;
   std::int64_t steps = 0, save_every = 0, sample_every = 0, log_every = 0;
+  std::int64_t cooldown = 0;  // the last N steps before --steps anneal the learning rate to 0
   int sample_count = 4, sample_steps = 50, threads = 0;
   double lr = 1e-4, weight_decay = 0, clip = 1, ema_decay = 0.995;
   int ema_every = 10, ema_after = 100;
@@ -123,6 +125,10 @@ void interpret(Settings& s) {
   s.batch = static_cast<int>(parse_integer("batch", r["batch"], 1, 4096));
   s.offset_noise = parse_double("offset-noise", r["offset-noise"], 0, 1);
   s.steps = parse_integer("steps", r["steps"], 1, 1LL << 40);
+  s.cooldown = parse_integer("cooldown", r["cooldown"], 0, 1LL << 40);
+  if (s.cooldown > s.steps) {
+    throw UsageError("--cooldown " + r["cooldown"] + " is longer than the run (--steps " + r["steps"] + ")");
+  }
   s.lr = parse_double("lr", r["lr"], 0, 1, true);
   s.weight_decay = parse_double("weight-decay", r["weight-decay"], 0, 1);
   const std::string& obj = r["objective"];
@@ -576,10 +582,13 @@ int run_train(const std::vector<std::string>& argv) {
     return torch::optim::AdamWOptions(lr).betas({0.9, 0.99}).weight_decay(s.weight_decay);
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
+  std::vector<double> base_lr;  // per group, before the cooldown (a checkpoint stores the decayed one)
   groups.emplace_back(leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr)));
+  base_lr.push_back(s.lr);
   if (!class_leaves.empty()) {
     const double scale = std::max(1.0, static_cast<double>(s.unet.num_class_embeds) / (s.batch * s.accumulate));
     groups.emplace_back(class_leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr * scale)));
+    base_lr.push_back(s.lr * scale);
   }
   run.optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw(s.lr));
   run.ema = std::make_unique<core::Ema>(run.ema_net->params()->all(), s.ema_decay, s.ema_every, s.ema_after);
@@ -632,6 +641,11 @@ int run_train(const std::vector<std::string>& argv) {
                   std::to_string(run.step + 1) + " (try a lower --lr)");
     }
     if (s.clip > 0) core::clip_grad_norm(params, s.clip);
+    // The rate depends on the step alone, so a resumed run anneals exactly as an unbroken one.
+    const double factor = core::cooldown_factor(run.step, s.steps, s.cooldown);
+    for (std::size_t g = 0; g < base_lr.size(); ++g) {
+      static_cast<torch::optim::AdamWOptions&>(run.optimizer->param_groups()[g].options()).lr(base_lr[g] * factor);
+    }
     run.optimizer->step();
     run.optimizer->zero_grad();
     run.ema->update(params);
@@ -641,9 +655,11 @@ int run_train(const std::vector<std::string>& argv) {
     if (run.step % s.log_every == 0 || run.step == s.steps) {
       const auto now = std::chrono::steady_clock::now();
       const double seconds = std::chrono::duration<double>(now - last_log).count();
-      std::fprintf(stderr, "step %lld/%lld  loss %.5f  %.2f steps/s\n", static_cast<long long>(run.step),
+      std::fprintf(stderr, "step %lld/%lld  loss %.5f  %.2f steps/s", static_cast<long long>(run.step),
                    static_cast<long long>(s.steps), loss_sum / loss_count,
                    seconds > 0 ? static_cast<double>(run.step - logged_step) / seconds : 0.0);
+      if (s.cooldown > 0) std::fprintf(stderr, "  lr x%.3f", factor);
+      std::fprintf(stderr, "\n");
       last_log = now;
       logged_step = run.step;
       loss_sum = 0;

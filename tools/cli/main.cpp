@@ -39,6 +39,8 @@ const char* kUsage =
     "        MODEL_DIR/training/ holds checkpoint.pt and sample grids. Options (default):\n"
     "        --size 64 --batch 16 --steps 10000 --lr 1e-4 --weight-decay 0\n"
     "        --offset-noise 0 (0.1: offset noise, wider range of colour and brightness)\n"
+    "        --cooldown 0 (N: the last N steps before --steps lower the learning rate\n"
+    "        linearly towards 0; may be set or changed on --resume)\n"
     "        (--size and --offset-noise may change on --resume; the other model and\n"
     "        training options are the checkpoint's)\n"
     "        --objective epsilon|sample|v --schedule linear|squaredcos_cap_v2|sigmoid\n"
