@@ -33,24 +33,29 @@ at::Tensor centre_crop(const at::Tensor& x, int factor) {
 
 }  // namespace
 
-std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep) {
+std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep,
+                                               const StepFn& on_call) {
   if (model.num_classes <= 0 || !model.set_class_labels) {
     throw not_class_conditional();
   }
   const int T = model.schedule.num_train_timesteps;
-  const at::Tensor alphas_cumprod =
-      model.schedule.stored_buffers.count("alphas_cumprod")
-          ? model.schedule.stored_buffers.at("alphas_cumprod").to(at::kFloat)
-          : cumulative_alphas(make_betas(model.schedule));
+  const at::Tensor alphas_cumprod = model_alphas_cumprod(model.schedule);  // [T] float32
   const int lo = std::clamp(min_timestep, 0, T - 1);
   const ClearLabels clear{model};
   const std::int64_t classes = model.num_classes;
 
+  if (x.size(0) == 0) return {};
+  const int factor = std::max(1, model.downsampling_factor);
+  // Classes per network call: about 256K pixels, like one 512x512 image. Every image of the
+  // batch has the same size, so the same crop and the same number of calls.
+  const at::Tensor first_crop = centre_crop(x.narrow(0, 0, 1), factor);
+  const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (first_crop.size(2) * first_crop.size(3)));
+  const int total_calls = static_cast<int>(x.size(0) * kClassFitTimesteps * ((classes + chunk - 1) / chunk));
+  int calls = 0;
+
   std::vector<std::int64_t> chosen;
   for (std::int64_t n = 0; n < x.size(0); ++n) {
-    const at::Tensor x0 = centre_crop(x.narrow(0, n, 1).to(at::kFloat), std::max(1, model.downsampling_factor));
-    // Classes per network call: about 256K pixels, like one 512x512 image.
-    const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (x0.size(2) * x0.size(3)));
+    const at::Tensor x0 = centre_crop(x.narrow(0, n, 1).to(at::kFloat), factor);  // [1, C, h, w]
     at::Tensor error = at::zeros({classes}, at::kDouble);  // [classes] summed over timesteps
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20230816);
     for (int k = 1; k <= kClassFitTimesteps; ++k) {
@@ -68,6 +73,7 @@ std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const
                                    .to(at::kCPU, at::kFloat);
         const at::Tensor x0_pred = interpret_output(model.schedule.prediction_type, batch, out, alpha, sigma).x0;
         error.narrow(0, first, count) += (x0_pred - x0).pow(2).mean({1, 2, 3}).to(at::kDouble);
+        if (on_call && !on_call(++calls, total_calls)) throw Cancelled();
       }
     }
     chosen.push_back(error.argmin().item<std::int64_t>());

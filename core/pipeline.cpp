@@ -133,7 +133,7 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
                                              const at::Tensor& x, int min_timestep) {
   std::vector<std::int64_t> classes = run_classes(model.num_classes, options, x.size(0));
   if (classes.empty() || options.class_label >= 0) return classes;
-  return best_fitting_classes(model, x, min_timestep);
+  return best_fitting_classes(model, x, min_timestep, options.on_class_fit);
 }
 
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
@@ -257,10 +257,7 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
 
   // The noise level of each training timestep, as a noise-to-signal ratio in model space:
   // x_t / alpha_t = x0 + (sigma_t / alpha_t) eps.
-  const at::Tensor alphas_cumprod =
-      model.schedule.stored_buffers.count("alphas_cumprod")
-          ? model.schedule.stored_buffers.at("alphas_cumprod").to(at::kDouble)
-          : cumulative_alphas(make_betas(model.schedule)).to(at::kDouble);
+  const at::Tensor alphas_cumprod = model_alphas_cumprod(model.schedule, at::kDouble);  // [T]
   const at::Tensor ratio = ((1 - alphas_cumprod) / alphas_cumprod).sqrt();  // [T], increasing
   const double target = 2.0 * result.sigma;
   const int T = model.schedule.num_train_timesteps;

@@ -61,6 +61,9 @@ struct RunOptions {
   // Class-conditional models: called once per run with the class of each image, as soon as
   // they are known. May be empty.
   std::function<void(const std::vector<std::int64_t>&)> on_classes;
+  // The best-fitting class search (img2img and denoise without a class): called after each of
+  // its network calls with (calls done, calls in all); returning false cancels. May be empty.
+  StepFn on_class_fit;
 };
 
 struct GenerateOptions : RunOptions {

@@ -60,6 +60,12 @@ at::Tensor cumulative_alphas(const at::Tensor& betas) {
   return at::cumprod(1.0 - betas, 0);
 }
 
+at::Tensor model_alphas_cumprod(const ScheduleConfig& config, at::ScalarType dtype) {
+  const auto stored = config.stored_buffers.find("alphas_cumprod");
+  if (stored != config.stored_buffers.end()) return stored->second.to(dtype);
+  return cumulative_alphas(make_betas(config)).to(dtype);
+}
+
 const char* beta_schedule_name(BetaSchedule schedule) {
   switch (schedule) {
     case BetaSchedule::Linear: return "linear";

@@ -63,6 +63,12 @@ at::Tensor make_betas(const ScheduleConfig& config);
 // [T] float32 cumulative product of (1 - betas).
 at::Tensor cumulative_alphas(const at::Tensor& betas);
 
+// [T] alpha_bar of a model's schedule in `dtype`: the table a denoising-diffusion-pytorch
+// checkpoint stores when it has one (its samplers use it as stored), else
+// cumulative_alphas(make_betas()) (float32, then converted). For code that needs the noise level
+// of a timestep whatever the model's family.
+at::Tensor model_alphas_cumprod(const ScheduleConfig& config, at::ScalarType dtype = at::kFloat);
+
 const char* beta_schedule_name(BetaSchedule schedule);    // diffusers' spelling
 const char* prediction_type_name(PredictionType type);    // "epsilon", "sample", "v_prediction"
 const char* timestep_spacing_name(TimestepSpacing spacing);

@@ -209,7 +209,8 @@ PixelBuffer Engine::generate(const EngineSettings& settings, int width, int heig
 }
 
 PixelBuffer Engine::img2img(const EngineSettings& settings, const PixelBuffer& image, double strength,
-                            const ProgressFn& progress, std::string* class_used) const {
+                            const ProgressFn& progress, std::string* class_used,
+                            const ProgressFn& fit_progress) const {
   if (!(strength > 0 && strength <= 1)) throw Error("strength must be in (0, 1]");
   core::RunOptions run = impl_->run_options(settings);
   const auto& names = impl_->loaded.info.class_names;
@@ -217,13 +218,15 @@ PixelBuffer Engine::img2img(const EngineSettings& settings, const PixelBuffer& i
   Split in = split(image);
   at::Tensor colour = core::to_model_channels(in.colour, impl_->model.channels, nullptr);
   if (progress) run.on_step = [&progress](int done, int total) { progress(done, total); return true; };
+  if (fit_progress) run.on_class_fit = [&fit_progress](int done, int total) { fit_progress(done, total); return true; };
   at::Tensor out = core::img2img(impl_->model, colour, strength, run);
   return join(core::from_model_channels(out, static_cast<int>(in.colour.size(1))), in.alpha);
 }
 
 PixelBuffer Engine::denoise(const EngineSettings& settings, const PixelBuffer& image,
                             std::optional<double> noise_level, const ProgressFn& progress,
-                            double* sigma_used, std::string* class_used) const {
+                            double* sigma_used, std::string* class_used,
+                            const ProgressFn& fit_progress) const {
   if (noise_level && !(*noise_level >= 0 && *noise_level <= 1)) throw Error("noise level must be in [0, 1]");
   core::RunOptions run = impl_->run_options(settings);
   const auto& names = impl_->loaded.info.class_names;
@@ -231,6 +234,7 @@ PixelBuffer Engine::denoise(const EngineSettings& settings, const PixelBuffer& i
   Split in = split(image);
   at::Tensor colour = core::to_model_channels(in.colour, impl_->model.channels, nullptr);
   if (progress) run.on_step = [&progress](int done, int total) { progress(done, total); return true; };
+  if (fit_progress) run.on_class_fit = [&fit_progress](int done, int total) { fit_progress(done, total); return true; };
   core::DenoiseResult result = core::denoise(impl_->model, colour, noise_level, run);
   if (sigma_used) *sigma_used = result.sigma;
   return join(core::from_model_channels(result.image, static_cast<int>(in.colour.size(1))), in.alpha);

@@ -92,15 +92,18 @@ class Engine {
                        const ProgressFn& progress) const;
   // The colour channels of `image` re-noised to `strength` in (0, 1] and sampled back;
   // alpha is copied through untouched. *class_used (if given) receives "class 3 (bricks)" for
-  // class-conditional models: the given class or the best fit for the image.
+  // class-conditional models: the given class or the best fit for the image. fit_progress (if
+  // given) follows the search for the best fit, which comes before the sampling steps.
   PixelBuffer img2img(const EngineSettings& settings, const PixelBuffer& image, double strength,
-                      const ProgressFn& progress, std::string* class_used = nullptr) const;
+                      const ProgressFn& progress, std::string* class_used = nullptr,
+                      const ProgressFn& fit_progress = nullptr) const;
   // Denoises `image` assuming Gaussian noise of standard deviation `noise_level` (0-1 units;
   // empty: estimated). Alpha is copied through. *sigma_used receives the level used and
-  // *class_used (if given) the class, as for img2img.
+  // *class_used (if given) the class and fit_progress the search for it, as for img2img.
   PixelBuffer denoise(const EngineSettings& settings, const PixelBuffer& image,
                       std::optional<double> noise_level, const ProgressFn& progress,
-                      double* sigma_used, std::string* class_used = nullptr) const;
+                      double* sigma_used, std::string* class_used = nullptr,
+                      const ProgressFn& fit_progress = nullptr) const;
 
  private:
   struct Impl;

@@ -140,6 +140,14 @@ void report_progress(Action action, int done, int total) {
   gimp_progress_update(total > 0 ? static_cast<double>(done) / total : 0.0);
 }
 
+// The search for the best-fitting class (a few seconds on a CPU) comes before the steps.
+void report_class_fit(Action action, int done, int total) {
+  gimp_progress_set_text((std::string(action_title(action)) + ": finding the best-fitting class (" +
+                          std::to_string(done) + " of " + std::to_string(total) + ")")
+                             .c_str());
+  gimp_progress_update(total > 0 ? static_cast<double>(done) / total : 0.0);
+}
+
 std::string basename_of(const std::string& path) {
   std::string p = path;
   while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -233,6 +241,7 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
                             std::to_string(total_steps) + " steps, seed " + std::to_string(seed) + class_note)
                                .c_str());
     auto progress = [action](int done, int total) { report_progress(action, done, total); };
+    auto fit_progress = [action](int done, int total) { report_class_fit(action, done, total); };
 
     gd::plugin::PixelBuffer result;
     double sigma_used = 0.0;
@@ -246,11 +255,11 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
       if (action == Action::Img2img) {
         double strength = 0.6;
         g_object_get(config, "strength", &strength, nullptr);
-        result = engine.img2img(settings, input, strength, progress, &fitted_class);
+        result = engine.img2img(settings, input, strength, progress, &fitted_class, fit_progress);
       } else {
         g_object_get(config, "noise-level", &level, nullptr);
         result = engine.denoise(settings, input, level > 0 ? std::optional<double>(level) : std::nullopt,
-                                progress, &sigma_used, &fitted_class);
+                                progress, &sigma_used, &fitted_class, fit_progress);
       }
     }
     gimp_progress_update(1.0);

@@ -237,6 +237,22 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   const std::int64_t calls_per_timestep = (classes + per_call - 1) / per_call;
   EXPECT_EQ(fake.batches.size(), static_cast<std::size_t>(2 * gd::core::kClassFitTimesteps * calls_per_timestep));
   EXPECT_EQ(fake.batches.front(), per_call);
+  // Progress: once per network call, counting up to the number of calls made.
+  std::vector<std::pair<int, int>> ticks;
+  fake.batches.clear();
+  gd::core::best_fitting_classes(model, x, 0, [&ticks](int done, int total) {
+    ticks.emplace_back(done, total);
+    return true;
+  });
+  ASSERT_EQ(ticks.size(), fake.batches.size());
+  for (std::size_t i = 0; i < ticks.size(); ++i) {
+    EXPECT_EQ(ticks[i], std::make_pair(static_cast<int>(i + 1), static_cast<int>(fake.batches.size())));
+  }
+  // Cancelling from the progress callback stops the fit after that call, labels cleared.
+  fake.batches.clear();
+  EXPECT_THROW(gd::core::best_fitting_classes(model, x, 0, [](int done, int) { return done < 2; }), gd::Cancelled);
+  EXPECT_EQ(fake.batches.size(), 2u);
+  EXPECT_FALSE(fake.labels.defined());
   // The noise is fixed: the same image gives the same class every time.
   EXPECT_EQ(gd::core::best_fitting_classes(model, x, 50), gd::core::best_fitting_classes(model, x, 50));
   gd::core::PipelineModel plain;
@@ -256,6 +272,15 @@ TEST(ClassConditioning, Img2imgAndDenoiseUseTheBestFitUnlessGivenAClass) {
   at::Tensor out = gd::core::img2img(model, image, 0.8, options);
   EXPECT_EQ(reported, (std::vector<std::int64_t>{4}));
   EXPECT_NEAR(out.mean().item<double>(), 0.8, 1e-4) << "the run must use the class it reported";
+  // The fit's progress reaches the run's callback.
+  int fit_calls = 0;
+  options.on_class_fit = [&fit_calls](int done, int total) {
+    fit_calls = done;
+    return done <= total;
+  };
+  gd::core::img2img(model, image, 0.8, options);
+  EXPECT_EQ(fit_calls, gd::core::kClassFitTimesteps);  // 6 classes: one call per timestep
+  options.on_class_fit = nullptr;
   reported.clear();
   gd::core::DenoiseResult d = gd::core::denoise(model, image, 0.1, options);
   EXPECT_EQ(reported, (std::vector<std::int64_t>{4}));

@@ -333,12 +333,16 @@ class Classes(unittest.TestCase):
             self.assertIn("class: the best fit for the image", err)
             found = re.search(command + r": class (\d) \((\w+)\) fits the image best", err)
             self.assertIsNotNone(found, err)
+            # The search shows its progress before the class is named.
+            self.assertIn(command + " class fit: call", err)
+            self.assertLess(err.index(command + " class fit: call"), found.start(), err)
             with open(out, "rb") as f:
                 fitted = f.read()
             # The run used the class it printed: naming it gives the same result.
             code, _, err = run(*args, "--class", found.group(2))
             self.assertEqual(code, 0, err)
             self.assertNotIn("fits the image best", err)
+            self.assertNotIn("class fit", err)
             with open(out, "rb") as f:
                 self.assertTrue(f.read() == fitted, command + ": the printed class is not the one used")
 

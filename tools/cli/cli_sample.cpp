@@ -188,6 +188,7 @@ struct ImageRun {
   at::Tensor colour;  // [N, model channels, H, W]
   std::unique_ptr<Session> session;
   std::unique_ptr<Progress> progress;
+  std::unique_ptr<Progress> fit_progress;  // the best-fitting class search, before the steps
 };
 
 ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
@@ -205,6 +206,13 @@ ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
       std::string text;
       for (std::size_t i = 0; i < classes.size(); ++i) text += (i ? ", " : "") + class_text(*session, classes[i]);
       std::fprintf(stderr, "%s: class %s fits the image best\n", what.c_str(), text.c_str());
+    };
+    r.fit_progress = std::make_unique<Progress>(what + " class fit", "call");
+    Progress* fit = r.fit_progress.get();
+    c.run.on_class_fit = [fit](int done, int total) {
+      fit->update(done, total);
+      if (done == total) fit->finish();
+      return true;
     };
   }
   r.progress = std::make_unique<Progress>(what);

@@ -6,8 +6,8 @@
 
 namespace gd::cli {
 
-Progress::Progress(std::string label)
-    : label_(std::move(label)), terminal_(isatty(STDERR_FILENO) == 1),
+Progress::Progress(std::string label, std::string unit)
+    : label_(std::move(label)), unit_(std::move(unit)), terminal_(isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()) {}
 
 bool Progress::update(int done, int total) {
@@ -19,17 +19,17 @@ bool Progress::update(int done, int total) {
   if (terminal_) {
     constexpr int kWidth = 30;
     const int filled = done * kWidth / total;
-    std::fprintf(stderr, "\r%s [%s%s] %d/%d  %.2f steps/s  %.0fs left ", label_.c_str(),
+    std::fprintf(stderr, "\r%s [%s%s] %d/%d  %.2f %ss/s  %.0fs left ", label_.c_str(),
                  std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done,
-                 total, rate, left);
+                 total, rate, unit_.c_str(), left);
     std::fflush(stderr);
     shown_ = true;
   } else {
     const int decile = done * 10 / total;
     if (decile != last_decile_) {
       last_decile_ = decile;
-      std::fprintf(stderr, "%s: step %d/%d, %.2f steps/s, %.0fs left\n", label_.c_str(), done,
-                   total, rate, left);
+      std::fprintf(stderr, "%s: %s %d/%d, %.2f %ss/s, %.0fs left\n", label_.c_str(), unit_.c_str(), done,
+                   total, rate, unit_.c_str(), left);
     }
   }
   return true;

@@ -9,13 +9,15 @@ namespace gd::cli {
 
 class Progress {
  public:
-  explicit Progress(std::string label);
+  // unit: what is counted ("step", or "call" for the class fit's network calls).
+  explicit Progress(std::string label, std::string unit = "step");
   // Returns true (never cancels: Ctrl-C ends the process, and outputs are written atomically).
   bool update(int done, int total);
   void finish();
 
  private:
   std::string label_;
+  std::string unit_;
   bool terminal_;
   int last_decile_ = -1;
   bool shown_ = false;
