@@ -207,16 +207,21 @@ ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
       for (std::size_t i = 0; i < classes.size(); ++i) text += (i ? ", " : "") + class_text(*session, classes[i]);
       std::fprintf(stderr, "%s: class %s fits the image best\n", what.c_str(), text.c_str());
     };
-    r.fit_progress = std::make_unique<Progress>(what + " class fit", "call");
-    Progress* fit = r.fit_progress.get();
-    c.run.on_class_fit = [fit](int done, int total) {
-      fit->update(done, total);
-      if (done == total) fit->finish();
-      return true;
-    };
   }
   r.progress = std::make_unique<Progress>(what);
   Progress* progress = r.progress.get();
+  if (r.session->model.num_classes > 0 && c.run.class_label < 0) {
+    r.fit_progress = std::make_unique<Progress>(what + " class fit", "call");
+    Progress* fit = r.fit_progress.get();
+    c.run.on_class_fit = [fit, progress](int done, int total) {
+      fit->update(done, total);
+      if (done == total) {
+        fit->finish();
+        progress->restart();  // the steps' rate and time left count from here
+      }
+      return true;
+    };
+  }
   c.run.on_step = [progress](int done, int total) { return progress->update(done, total); };
   return r;
 }

@@ -13,6 +13,8 @@ class Progress {
   explicit Progress(std::string label, std::string unit = "step");
   // Returns true (never cancels: Ctrl-C ends the process, and outputs are written atomically).
   bool update(int done, int total);
+  // Starts the clock again, for a bar whose run began after other work (the class fit).
+  void restart() { start_ = std::chrono::steady_clock::now(); }
   void finish();
 
  private:
