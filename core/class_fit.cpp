@@ -4,7 +4,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "core/class_errors.h"
 #include "core/error.h"
@@ -45,17 +44,15 @@ std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const
   const std::int64_t classes = model.num_classes;
 
   if (x.size(0) == 0) return {};
-  const int factor = std::max(1, model.downsampling_factor);
-  // Classes per network call: about 256K pixels, like one 512x512 image. Every image of the
-  // batch has the same size, so the same crop and the same number of calls.
-  const at::Tensor first_crop = centre_crop(x.narrow(0, 0, 1), factor);
-  const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (first_crop.size(2) * first_crop.size(3)));
-  const int total_calls = static_cast<int>(x.size(0) * kClassFitTimesteps * ((classes + chunk - 1) / chunk));
+  const at::Tensor crops = centre_crop(x.to(at::kFloat), std::max(1, model.downsampling_factor));  // [N, C, h, w]
+  // Classes per network call: about 256K pixels, like one 512x512 image.
+  const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (crops.size(2) * crops.size(3)));
+  const int total_calls = static_cast<int>(crops.size(0) * kClassFitTimesteps * ((classes + chunk - 1) / chunk));
   int calls = 0;
 
   std::vector<std::int64_t> chosen;
-  for (std::int64_t n = 0; n < x.size(0); ++n) {
-    const at::Tensor x0 = centre_crop(x.narrow(0, n, 1).to(at::kFloat), factor);  // [1, C, h, w]
+  for (std::int64_t n = 0; n < crops.size(0); ++n) {
+    const at::Tensor x0 = crops.narrow(0, n, 1);  // [1, C, h, w]
     at::Tensor error = at::zeros({classes}, at::kDouble);  // [classes] summed over timesteps
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20230816);
     for (int k = 1; k <= kClassFitTimesteps; ++k) {

@@ -200,17 +200,15 @@ ImageRun start_image_run(const Args& args, Common& c, const std::string& what) {
   r.colour = core::to_model_channels(r.input.colour, r.session->model.channels, &note);
   if (!note.empty()) std::fprintf(stderr, "note: %s\n", note.c_str());
   report_start(c, *r.session, what, r.colour.size(0), true);
-  if (r.session->model.num_classes > 0 && c.run.class_label < 0) {
+  r.progress = std::make_unique<Progress>(what);
+  Progress* progress = r.progress.get();
+  if (r.session->model.num_classes > 0 && c.run.class_label < 0) {  // the best fit is searched
     const Session* session = r.session.get();
     c.run.on_classes = [session, what](const std::vector<std::int64_t>& classes) {
       std::string text;
       for (std::size_t i = 0; i < classes.size(); ++i) text += (i ? ", " : "") + class_text(*session, classes[i]);
       std::fprintf(stderr, "%s: class %s fits the image best\n", what.c_str(), text.c_str());
     };
-  }
-  r.progress = std::make_unique<Progress>(what);
-  Progress* progress = r.progress.get();
-  if (r.session->model.num_classes > 0 && c.run.class_label < 0) {
     r.fit_progress = std::make_unique<Progress>(what + " class fit", "call");
     Progress* fit = r.fit_progress.get();
     c.run.on_class_fit = [fit, progress](int done, int total) {
