@@ -136,11 +136,27 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
   return best_fitting_classes(model, x, min_timestep, options.on_class_fit);
 }
 
+// The callback the sampler runs: the network in float32, guided where the run asks for it. The
+// labels are the ones the run's ClassScope set.
+ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes, const Guidance& guidance) {
+  if (!guidance.active()) return network_in_float(model);
+  return guided_network(network_in_float(model), model.set_class_labels, at::tensor(classes, at::kLong), guidance,
+                        model.channels);
+}
+
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);
 }
 
 }  // namespace
+
+Guidance run_guidance(const PipelineModel& model, const RunOptions& options, bool generating) {
+  Guidance g = generating ? model.generate_guidance : Guidance{};
+  if (options.guidance != 0.0) g.scale = options.guidance;
+  if (options.guidance_below != 0) g.below_timestep = options.guidance_below;
+  check_guidance(g, model.num_classes, model.schedule.num_train_timesteps);
+  return g;
+}
 
 std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch) {
   if (num_classes <= 0) {
@@ -207,7 +223,9 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   }
   check_size(width, height, options.batch);
   const SeamlessScope seamless(model, options.seamless, height, width);
-  const ClassScope classes(model, run_classes(model.num_classes, options, options.batch), options);
+  const Guidance guidance = run_guidance(model, options, true);
+  const std::vector<std::int64_t> labels = run_classes(model.num_classes, options, options.batch);
+  const ClassScope classes(model, labels, options);
   Prepared p = prepare(model, options);
   // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
   // multiples nothing changes and the result is the reference's exactly.
@@ -215,7 +233,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
   at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
   at::Tensor x = noise * p.sampler->init_noise_sigma();
-  x = p.sampler->run(x, 0, network_in_float(model), p.generator, options.on_step);
+  x = p.sampler->run(x, 0, run_network(model, labels, guidance), p.generator, options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -223,6 +241,7 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
                    const RunOptions& options) {
   check_image(image);
   if (!(strength > 0.0 && strength <= 1.0)) throw Error("strength must be in (0, 1]");
+  const Guidance guidance = run_guidance(model, options, false);
   Prepared p = prepare(model, options);
   // diffusers: init_timestep = min(int(steps * strength), steps); the chain starts at
   // steps - init_timestep.
@@ -235,10 +254,11 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   const std::int64_t height = image.size(2), width = image.size(3);
   const SeamlessScope seamless(model, options.seamless, height, width);
   at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
-  const ClassScope classes(model, classes_for_images(model, options, init, 0), options);
+  const std::vector<std::int64_t> labels = classes_for_images(model, options, init, 0);
+  const ClassScope classes(model, labels, options);
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
-  x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, guidance), p.generator, options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -262,6 +282,7 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   const double target = 2.0 * result.sigma;
   const int T = model.schedule.num_train_timesteps;
   run_classes(model.num_classes, options, image.size(0));  // a bad class fails before any work
+  const Guidance guidance = run_guidance(model, options, false);
   if (target <= ratio[0].item<double>()) {
     result.image = image.to(at::kFloat).clone();  // below the model's finest noise level
     return result;
@@ -290,9 +311,10 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   // variance-preserving samplers, x itself for sigma-space ones).
   at::Tensor x0_noisy = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   // The class is fitted on noise added above the image's own level (t*).
-  const ClassScope classes(model, classes_for_images(model, options, x0_noisy, t_star), options);
+  const std::vector<std::int64_t> labels = classes_for_images(model, options, x0_noisy, t_star);
+  const ClassScope classes(model, labels, options);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
-  x = p.sampler->run(x, first, network_in_float(model), p.generator, options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, guidance), p.generator, options.on_step);
   result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
   return result;
 }

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/guidance.h"
 #include "core/sampler.h"
 #include "core/schedule.h"
 
@@ -41,6 +42,9 @@ struct PipelineModel {
   // labels of the following network calls ([N] int64; an undefined tensor clears them).
   int num_classes = 0;
   std::function<void(const at::Tensor&)> set_class_labels;
+  // Class-conditional models: the guidance Generate uses by default (the model folder's
+  // guidance.json; off for most models). img2img and denoise use none unless asked.
+  Guidance generate_guidance;
 };
 
 struct RunOptions {
@@ -64,6 +68,13 @@ struct RunOptions {
   // The best-fitting class search (img2img and denoise without a class): called after each of
   // its network calls with (calls done, calls in all); returning false cancels. May be empty.
   StepFn on_class_fit;
+  // Class-conditional models: guidance against the mean class (core/guidance.h). 0: the
+  // default (the model's generate_guidance for generate, off for img2img and denoise); 1: off;
+  // otherwise a scale up to kMaxGuidanceScale.
+  double guidance = 0.0;
+  // Guided steps are those with a timestep below this. 0: the default (the model's for
+  // generate, every step otherwise).
+  int guidance_below = 0;
 };
 
 struct GenerateOptions : RunOptions {
@@ -84,6 +95,11 @@ int default_steps(const std::string& sampler, const ScheduleConfig& schedule);
 // the noise stays the reference's). Empty for unconditional models. Throws gd::Error for a class
 // out of range or a class given to an unconditional model.
 std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch);
+
+// The guidance a run will use: the model's default for generate (generating) or none, with the
+// options' scale and limit where set. Throws gd::Error for values out of range or guidance
+// asked of a model without classes.
+Guidance run_guidance(const PipelineModel& model, const RunOptions& options, bool generating);
 
 // [batch, C, height, width] in [0, 1].
 at::Tensor generate(const PipelineModel& model, const GenerateOptions& options);

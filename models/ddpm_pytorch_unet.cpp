@@ -1,6 +1,7 @@
 // Reproduces denoising_diffusion_pytorch.Unet.forward (package 2.x, checked against 2.3.1):
 // same op order as the Python modules, so float32 results agree to ~1e-6.
 #include "models/ddpm_pytorch_unet.h"
+#include "models/circular_pad.h"
 
 #include <ATen/ATen.h>
 
@@ -362,7 +363,7 @@ namespace {
 at::Tensor conv(bool circular, const at::Tensor& x, const at::Tensor& weight,
                 const at::Tensor& bias, std::int64_t padding) {
   if (circular && padding > 0) {
-    return at::conv2d(at::pad(x, {padding, padding, padding, padding}, "circular"), weight, bias);
+    return at::conv2d(circular_pad(x, padding, padding, padding, padding), weight, bias);
   }
   return at::conv2d(x, weight, bias, /*stride=*/{1, 1}, /*padding=*/{padding, padding});
 }

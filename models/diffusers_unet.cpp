@@ -3,6 +3,7 @@
 // ~1e-6: Timesteps + TimestepEmbedding, conv_in, DownBlock2D / AttnDownBlock2D,
 // UNetMidBlock2D, UpBlock2D / AttnUpBlock2D, conv_norm_out, SiLU, conv_out.
 #include "models/diffusers_unet.h"
+#include "models/circular_pad.h"
 
 #include <ATen/ATen.h>
 
@@ -240,7 +241,7 @@ at::Tensor conv2d(bool circular, const at::Tensor& x, const at::Tensor& weight,
                   const at::Tensor& bias, std::int64_t stride, std::int64_t padding) {
   if (circular && padding > 0) {
     const std::int64_t none = 0;
-    return at::conv2d(at::pad(x, {padding, padding, padding, padding}, "circular"), weight, bias,
+    return at::conv2d(circular_pad(x, padding, padding, padding, padding), weight, bias,
                       {stride, stride}, {none, none});
   }
   return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
@@ -376,7 +377,16 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
       throw Error(std::string(kWhat) + ": " + std::to_string(labels.size(0)) +
                   " class labels for a batch of " + std::to_string(n));
     }
-    temb = temb + class_embedding_.index_select(0, labels).to(temb.scalar_type());  // [N, T]
+    at::Tensor rows;  // [N, T]
+    if ((labels < 0).any().item<bool>()) {
+      // kMeanClassLabel: the mean of all rows, appended to the table as one more row.
+      const std::int64_t k = class_embedding_.size(0);
+      const at::Tensor table = at::cat({class_embedding_, class_embedding_.mean(0, true)});  // [K + 1, T]
+      rows = table.index_select(0, at::where(labels < 0, at::full_like(labels, k), labels));
+    } else {
+      rows = class_embedding_.index_select(0, labels);
+    }
+    temb = temb + rows.to(temb.scalar_type());  // [N, T]
   }
 
   at::Tensor h = conv2d(seamless_, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
@@ -390,7 +400,7 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
     }
     if (block.resample_conv) {
       if (block.zero_pad) {  // right, bottom
-        h = seamless_ ? at::pad(h, {0, 1, 0, 1}, "circular") : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
+        h = seamless_ ? circular_pad(h, 0, 1, 0, 1) : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
       }
       h = conv2d(seamless_, h, block.resample_conv->weight, block.resample_conv->bias,
                  block.resample_conv->stride, block.resample_conv->padding);  // [N, C, H/2, W/2]

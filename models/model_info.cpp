@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
 #include <sstream>
 
 namespace gd::models {
@@ -63,6 +64,7 @@ std::string describe_text(const ModelInfo& info) {
     }
     line("classes:", std::to_string(info.num_classes) + (list.empty() ? " (numbered)" : ": " + list));
   }
+  if (info.generate_guidance.active()) line("generate:", core::describe_guidance(info.generate_guidance) + " (guidance.json)");
   for (const auto& note : info.notes) line("note:", note);
   return out.str();
 }
@@ -92,6 +94,14 @@ std::string describe_json(const ModelInfo& info) {
                    {"default_spacing", info.default_spacing}};
   j["num_classes"] = info.num_classes;
   j["class_names"] = info.class_names;
+  if (info.generate_guidance.active()) {
+    j["generate_guidance"] = {{"scale", info.generate_guidance.scale}};
+    if (info.generate_guidance.below_timestep != std::numeric_limits<int>::max()) {
+      j["generate_guidance"]["below_timestep"] = info.generate_guidance.below_timestep;
+    }
+  } else {
+    j["generate_guidance"] = nullptr;
+  }
   j["notes"] = info.notes;
   return j.dump(2) + "\n";
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/guidance.h"
 #include "core/schedule.h"
 
 namespace gd::models {
@@ -37,6 +38,7 @@ struct ModelInfo {
   std::string default_spacing; // how inference timesteps are chosen by default
   std::int64_t num_classes = 0;        // class-conditional models: how many classes, else 0
   std::vector<std::string> class_names;  // their names (classes.json), empty when unnamed
+  core::Guidance generate_guidance;      // Generate's default (guidance.json); off without one
   std::vector<std::string> notes;
 };
 

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/scheduler_config.h"
 #include "models/class_names.h"
+#include "models/guidance_file.h"
 #include "models/ddpm_pytorch_unet.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
@@ -173,6 +174,8 @@ LoadedModel load_diffusers(const fs::path& dir, const LoadOptions& options) {
     info.class_names = read_class_names((paths.config.parent_path() / kClassNamesFile).string(), info.num_classes);
   }
   describe_schedule(model.schedule, info);
+  info.generate_guidance = read_generate_guidance((paths.config.parent_path() / kGuidanceFile).string(),
+                                                  info.num_classes, info.num_train_timesteps);
   model.network = std::move(network);
   return model;
 }

@@ -5,6 +5,7 @@
 
 #include "core/class_errors.h"
 #include "core/error.h"
+#include "core/guidance.h"
 
 namespace gd::models {
 
@@ -15,8 +16,8 @@ void check_class_labels(const at::Tensor& labels, std::int64_t num_classes) {
   }
   const at::Tensor cpu = labels.to(at::kCPU);
   const std::int64_t lo = cpu.min().item<std::int64_t>(), hi = cpu.max().item<std::int64_t>();
-  if (lo < 0 || hi >= num_classes) {
-    throw class_out_of_range(std::to_string(lo < 0 ? lo : hi), num_classes);
+  if (lo < core::kMeanClassLabel || hi >= num_classes) {
+    throw class_out_of_range(std::to_string(lo < core::kMeanClassLabel ? lo : hi), num_classes);
   }
 }
 

@@ -20,6 +20,7 @@ inline core::PipelineModel pipeline_model(const LoadedModel& loaded, const LoadO
   m.set_seamless = [network](bool on) { return network->set_seamless(on); };
   m.num_classes = static_cast<int>(network->num_classes());
   m.set_class_labels = [network](const at::Tensor& labels) { network->set_class_labels(labels); };
+  m.generate_guidance = loaded.info.generate_guidance;
   m.schedule = loaded.schedule;
   m.channels = loaded.info.in_channels;
   m.downsampling_factor = loaded.info.downsampling_factor;

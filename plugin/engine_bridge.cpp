@@ -141,6 +141,11 @@ struct Engine::Impl {
     if (!s.texture_class.empty()) {
       run.class_label = models::find_class(s.texture_class, loaded.info.class_names, loaded.info.num_classes);
     }
+    if (s.guidance != 0 && !(s.guidance >= 1 && s.guidance <= core::kMaxGuidanceScale)) {
+      throw Error("guidance must be from 1 (off) to " + std::to_string(static_cast<int>(core::kMaxGuidanceScale)) +
+                  ", or 0 for the model's default");
+    }
+    run.guidance = s.guidance;
     return run;
   }
 };
@@ -193,6 +198,10 @@ std::string Engine::class_for(const EngineSettings& settings, bool from_image) c
   if (classes.empty()) return "";
   if (from_image && run.class_label < 0) return "best-fitting class";
   return class_text(impl_->loaded.info.class_names, classes[0]);
+}
+
+std::string Engine::guidance_for(const EngineSettings& settings, bool generating) const {
+  return core::describe_guidance(core::run_guidance(impl_->model, impl_->run_options(settings), generating));
 }
 
 PixelBuffer Engine::generate(const EngineSettings& settings, int width, int height, int channels,

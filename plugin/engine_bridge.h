@@ -42,6 +42,9 @@ struct EngineSettings {
   bool seamless = false;        // tileable result (generate, img2img)
   std::string texture_class;    // class-conditional models: a class name or number; empty:
                                 // drawn from the seed (generate) or the best fit (the others)
+  double guidance = 0.0;         // class-conditional models: guidance against the mean class,
+                                // 1 (off) to 20; 0: the default (the model's for generate, off
+                                // for the others)
 };
 
 // A short description of a model, for the dialog label and the messages.
@@ -86,6 +89,10 @@ class Engine {
   // "best-fitting class" for a run from an image (from_image) without one; empty for
   // unconditional models.
   std::string class_for(const EngineSettings& settings, bool from_image) const;
+  // "guidance 2 below timestep 500" for the guidance a run with these settings uses (generating:
+  // Generate, whose default is the model's), or empty when it uses none. Throws for a value out
+  // of range or guidance asked of a model without classes.
+  std::string guidance_for(const EngineSettings& settings, bool generating) const;
 
   // A new image of width x height with `channels` colour channels (1 or 3; no alpha).
   PixelBuffer generate(const EngineSettings& settings, int width, int height, int channels,

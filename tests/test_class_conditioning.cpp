@@ -11,6 +11,7 @@
 
 #include "core/class_fit.h"
 #include "core/error.h"
+#include "core/guidance.h"
 #include "core/pipeline.h"
 #include "models/class_names.h"
 #include "models/diffusers_config.h"
@@ -113,13 +114,38 @@ TEST(ClassConditioning, EmbeddingIsAddedAfterTheTimeMlp) {
   EXPECT_FALSE(at::allclose(two, zero, 1e-3, 1e-3)) << "the class changed nothing";
 }
 
+TEST(ClassConditioning, MeanClassLabelUsesTheMeanEmbedding) {
+  // Label -1 (kMeanClassLabel) adds the mean of the table's rows: the same output as a class
+  // whose row is that mean.
+  DiffusersUNet cond(small_config(3), at::TensorOptions().dtype(at::kFloat));
+  randomise(cond, 4);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(6);
+  const at::Tensor x = at::randn({2, 3, 8, 8}, gen);
+  const at::Tensor t = at::tensor({30, 600}, at::kLong);
+  cond.set_class_labels(at::tensor({gd::core::kMeanClassLabel}, at::kLong));
+  const at::Tensor mean_out = cond.forward(x, t, std::nullopt);
+  cond.set_class_labels(at::tensor(std::vector<std::int64_t>{gd::core::kMeanClassLabel, 1}, at::kLong));  // mixed batch
+  const at::Tensor mixed = cond.forward(x, t, std::nullopt);
+  cond.set_class_labels(at::tensor({1}, at::kLong));
+  const at::Tensor one = cond.forward(x, t, std::nullopt);
+  EXPECT_TRUE(at::allclose(mixed[0], mean_out[0], 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(mixed[1], one[1], 1e-6, 1e-6));
+  EXPECT_FALSE(at::allclose(mean_out, one, 1e-3, 1e-3)) << "the mean class is a class of its own";
+  for (const auto& [name, p] : cond.params()->all()) {
+    if (name == "class_embedding.weight") p.copy_(p.mean(0, true).expand(p.sizes()));  // every row the mean
+  }
+  cond.set_class_labels(at::tensor({2}, at::kLong));
+  EXPECT_TRUE(at::allclose(cond.forward(x, t, std::nullopt), mean_out, 1e-5, 1e-5));
+}
+
 TEST(ClassConditioning, LabelsAreChecked) {
   DiffusersUNet cond(small_config(3), at::TensorOptions().dtype(at::kFloat));
   const at::Tensor x = at::zeros({2, 3, 8, 8});
   const at::Tensor t = at::tensor({1, 2}, at::kLong);
   expect_error([&] { cond.forward(x, t, std::nullopt); }, {"class-conditional", "3 classes", "no class"});
   expect_error([&] { cond.set_class_labels(at::tensor({3}, at::kLong)); }, {"class 3", "out of range", "0 to 2"});
-  expect_error([&] { cond.set_class_labels(at::tensor({-1}, at::kLong)); }, {"class -1", "out of range"});
+  expect_error([&] { cond.set_class_labels(at::tensor({-2}, at::kLong)); }, {"class -2", "out of range"});
+  cond.set_class_labels(at::tensor({-1}, at::kLong));  // kMeanClassLabel: the mean embedding
   cond.set_class_labels(at::tensor({0, 1, 2}, at::kLong));
   expect_error([&] { cond.forward(x, t, std::nullopt); }, {"3 class labels", "batch of 2"});
   cond.set_class_labels(at::Tensor());

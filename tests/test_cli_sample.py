@@ -269,6 +269,13 @@ class BadOptions(unittest.TestCase):
     def test_class_for_an_unconditional_model(self):
         self.expect_failure(*self.gen("--class", "0"), needle="not class-conditional")
 
+    def test_guidance(self):
+        for value in ("0", "0.5", "21", "x"):
+            self.expect_failure(*self.gen("--guidance", value), needle="--guidance")
+        self.expect_failure(*self.gen("--guidance-below", "0"), needle="--guidance-below")
+        self.expect_failure(*self.gen("--guidance", "2"), needle="needs a class-conditional model")
+        self.expect_failure(*self.gen("--guidance", "2", "--guidance-below", "5000"), needle="limit 5000")
+
 
 class Classes(unittest.TestCase):
     """A class-conditional model made by `train --classes` on three tiny textures."""
@@ -345,6 +352,45 @@ class Classes(unittest.TestCase):
             self.assertNotIn("class fit", err)
             with open(out, "rb") as f:
                 self.assertTrue(f.read() == fitted, command + ": the printed class is not the one used")
+
+    def test_guidance(self):
+        out = os.path.join(self.tmp, "g.safetensors")
+        plain, err = self.generate(out, "--seed", "4", "--class", "leaves")
+        self.assertNotIn("guidance", err)
+        guided, err = self.generate(out, "--seed", "4", "--class", "leaves", "--guidance", "3")
+        self.assertIn("guidance 3,", err)
+        self.assertTrue(guided != plain, "guidance changed nothing")
+        off, _ = self.generate(out, "--seed", "4", "--class", "leaves", "--guidance", "1")
+        self.assertTrue(off == plain, "guidance 1 must be off")
+        # A limit below every timestep of the run (3 ddim steps of 50: 32, 16, 0) but the last.
+        limited, err = self.generate(out, "--seed", "4", "--class", "leaves", "--guidance", "3",
+                                     "--guidance-below", "1")
+        self.assertIn("guidance 3 below timestep 1", err)
+        self.assertTrue(limited not in (plain, guided))
+        # The model folder's default for generate, shown by info and used unless overridden.
+        path = os.path.join(self.model, "guidance.json")
+        try:
+            with open(path, "w") as f:
+                f.write('{"generate": {"scale": 3}}')
+            code, out_text, err = run("info", "--model", self.model, "--json")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(json.loads(out_text)["generate_guidance"], {"scale": 3.0})
+            default, err = self.generate(out, "--seed", "4", "--class", "leaves")
+            self.assertIn("guidance 3,", err)
+            self.assertTrue(default == guided)
+            off, err = self.generate(out, "--seed", "4", "--class", "leaves", "--guidance", "1")
+            self.assertTrue(off == plain)
+            # A broken file is a one-line error naming it, and nothing is written.
+            with open(path, "w") as f:
+                f.write('{"generate": {"scale": 30}}')
+            bad = os.path.join(self.tmp, "bad-guidance.png")
+            code, _, err = run("generate", "--model", self.model, "-o", bad)
+            self.assertEqual(code, 1, err)
+            self.assertIn("guidance.json", err.strip().splitlines()[-1])
+            self.assertIn("guidance 30 is out of range", err.strip().splitlines()[-1])
+            self.assertFalse(os.path.exists(bad))
+        finally:
+            os.remove(path)
 
     def test_bad_class(self):
         out = os.path.join(self.tmp, "bad.png")

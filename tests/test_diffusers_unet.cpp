@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "models/circular_pad.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
 #include "models/safetensors_reader.h"
@@ -225,6 +226,22 @@ TEST(DiffusersUNet, BadInputsAreRefused) {
 }
 
 // ---- config.json --------------------------------------------------------------------------------
+
+TEST(CircularPad, EqualsTorchsCircularPadAndKeepsTheLayout) {
+  const at::Tensor x = at::arange(2 * 3 * 5 * 7, at::kFloat).reshape({2, 3, 5, 7});  // [N, C, H, W]
+  const std::vector<std::vector<std::int64_t>> pads = {{1, 1, 1, 1}, {0, 1, 0, 1}, {2, 0, 3, 1}, {7, 7, 5, 5}};
+  for (const auto& p : pads) {
+    const at::Tensor expected = at::pad(x, {p[0], p[1], p[2], p[3]}, "circular");
+    for (const bool channels_last : {false, true}) {
+      const at::Tensor in = channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+      const at::Tensor got = gd::models::circular_pad(in, p[0], p[1], p[2], p[3]);
+      EXPECT_TRUE(at::equal(got, expected)) << p[0] << p[1] << p[2] << p[3] << " channels-last " << channels_last;
+      EXPECT_EQ(got.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
+    }
+  }
+  EXPECT_THROW(gd::models::circular_pad(x, 8, 0, 0, 0), gd::Error);
+  EXPECT_THROW(gd::models::circular_pad(x, 0, 0, 6, 0), gd::Error);
+}
 
 TEST(UNet2DConfig, ParsesFixture) {
   const UNet2DConfig c = fixture_config();

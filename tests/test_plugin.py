@@ -276,6 +276,9 @@ def main():
         ("py-seamless-odd-size", "rgb8", "generate", dict(model=MODEL, seed=1, seamless=True)),
         # A class for a model that has none (the class-conditional path is in test_cli_sample.py).
         ("py-class-unconditional", "rgb8", "denoise", dict(model=MODEL, seed=1, **{"class": "0"})),
+        # Guidance needs classes, and a scale from 1 (0 is the model's default).
+        ("py-guidance-unconditional", "rgb8", "generate", dict(model=MODEL, seed=1, guidance=2.0)),
+        ("py-guidance-range", "rgb8", "img2img", dict(model=MODEL, seed=1, guidance=0.5)),
     ]
 
     # 1. Script-Fu, named arguments.
@@ -288,6 +291,12 @@ def main():
     fitted = layers.get("i2i-bundled-layer", "")
     check(re.search(r"^Image to Image \(.*, class \d+ \(\w+\)\)", fitted) is not None,
           "i2i-bundled-layer: the new layer names the class that was fitted: %r" % fitted)
+    # The bundled model's own guidance (guidance.json) applies to Generate, and the layer says so;
+    # Image to image stays unguided.
+    generated = layers.get("gen-bundled", "")
+    check(re.search(r"^Generated \(.*, guidance [\d.]+ below timestep \d+\)", generated) is not None,
+          "gen-bundled: the new layer names the model's guidance: %r" % generated)
+    check("guidance" not in fitted, "i2i-bundled-layer: no guidance by default: %r" % fitted)
     for case in scheme_cases:
         check(seeds.get(case[0]) == case[4]["seed"], "%s: returns the seed %s" % (case[0], case[4]["seed"]))
         compare_case(tmp, inputs, case, case[4]["seed"])
@@ -324,6 +333,10 @@ def main():
             check("multiples of 2" in err, "%s: names the size rule: %r" % (name, err))
         if name == "py-class-unconditional":
             check("not class-conditional" in err, "%s: says the model takes no class: %r" % (name, err))
+        if name == "py-guidance-unconditional":
+            check("needs a class-conditional model" in err, "%s: says guidance needs classes: %r" % (name, err))
+        if name == "py-guidance-range":
+            check("guidance must be from 1" in err, "%s: names the range: %r" % (name, err))
         if inp:
             out, _ = read_png(os.path.join(tmp, name + ".out.png"))
             src, _ = read_png(inputs[inp])

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Packages a model trained by `gimp-diffusion-cli train` as the plug-in's bundled model.
 
-    tools/package-bundled-model.py TRAINED_FOLDER [DEST]   (DEST: models/checkpoints/gimp-patterns)
+    tools/package-bundled-model.py TRAINED_FOLDER [DEST] [--guidance W [--guidance-below T]]
+    (DEST: models/checkpoints/gimp-patterns)
 
 Copies config.json, diffusion_pytorch_model.safetensors (the EMA weights) and, for
 class-conditional models, classes.json, and rewrites
@@ -10,8 +11,12 @@ prediction type the model was trained with. The trainer writes a DDPMScheduler c
 trained with), whose default sampling is the full 1000-step chain: far too slow for a canvas on a
 CPU. A DPMSolverMultistepScheduler config makes the plug-in's "default" sampler dpmpp_2m with 20
 steps, and diffusers users get the same from DPMSolverMultistepScheduler.from_pretrained.
+With --guidance, guidance.json records Generate's default guidance against the mean class
+(`{"generate": {"scale": W, "below_timestep": T}}`), chosen from measurements such as the model
+card's; without it any guidance.json in DEST is removed.
 The model card (README.md in DEST) is written by hand and left alone.
 """
+import argparse
 import json
 import os
 import shutil
@@ -19,11 +24,18 @@ import sys
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__.strip().splitlines()[2].strip())
-    src = sys.argv[1]
-    dest = sys.argv[2] if len(sys.argv) == 3 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "models", "checkpoints", "gimp-patterns")
+    parser = argparse.ArgumentParser(description="Packages a trained model as the bundled model.")
+    parser.add_argument("src", metavar="TRAINED_FOLDER")
+    parser.add_argument("dest", metavar="DEST", nargs="?", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "models", "checkpoints", "gimp-patterns"))
+    parser.add_argument("--guidance", type=float, help="Generate's default guidance scale (1 to 20)")
+    parser.add_argument("--guidance-below", type=int, help="guide only the steps below this timestep")
+    args = parser.parse_args()
+    src, dest = args.src, args.dest
+    if args.guidance is not None and not 1 <= args.guidance <= 20:
+        sys.exit("--guidance must be from 1 to 20")
+    if args.guidance_below is not None and args.guidance is None:
+        sys.exit("--guidance-below needs --guidance")
     for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"):
         if not os.path.isfile(os.path.join(src, name)):
             sys.exit("%s: no %s (not a folder written by gimp-diffusion-cli train)" % (src, name))
@@ -75,6 +87,21 @@ def main():
         json.dump(scheduler, f, indent=2)
         f.write("\n")
     os.replace(os.path.join(dest, "scheduler_config.json.tmp"), os.path.join(dest, "scheduler_config.json"))
+    guidance_path = os.path.join(dest, "guidance.json")
+    if args.guidance is not None and args.guidance != 1:
+        if not os.path.isfile(os.path.join(src, "classes.json")):
+            sys.exit("%s: --guidance needs a class-conditional model (train --classes)" % src)
+        generate = {"scale": args.guidance}
+        if args.guidance_below is not None:
+            if not 1 <= args.guidance_below <= trained["num_train_timesteps"]:
+                sys.exit("--guidance-below must be a timestep from 1 to %d" % trained["num_train_timesteps"])
+            generate["below_timestep"] = args.guidance_below
+        with open(guidance_path + ".tmp", "w") as f:
+            json.dump({"generate": generate}, f, indent=2)
+            f.write("\n")
+        os.replace(guidance_path + ".tmp", guidance_path)
+    elif os.path.exists(guidance_path):
+        os.remove(guidance_path)
     print("packaged %s -> %s" % (src, os.path.normpath(dest)))
 
 

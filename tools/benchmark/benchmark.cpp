@@ -3,9 +3,11 @@
 //   gimp-diffusion-benchmark --model PATH | --config UNET_CONFIG_JSON
 //                            [--width W] [--height H] [--batch N] [--precision fp32|bf16]
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
-//                            [--layout channels_last|contiguous]
+//                            [--layout channels_last|contiguous] [--guidance W]
+//                            [--guidance-below T] [--seamless]
 //
-// Reports network time per step, sampler overhead per step (everything in the loop that is
+// Reports network time per call (one per step, two on guided steps), sampler overhead per call
+// (everything in the loop that is
 // not the network), total time, peak resident memory (host RSS), and the
 // network's achieved GFLOP/s. FLOPs are counted from the shapes of the convolutions, matrix
 // products and attention calls LibTorch actually runs (a RecordFunction observer), so they hold
@@ -101,7 +103,7 @@ int main(int argc, char** argv) {
     if (model_path.empty()) {
       std::fprintf(stderr, "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
                            "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
-                           "[--layout channels_last|contiguous] [--precision fp32|bf16] "
+                           "[--layout channels_last|contiguous] [--precision fp32|bf16] [--guidance W] [--guidance-below T] [--seamless] "
                            "(or --config UNET_CONFIG_JSON for random weights)\n");
       return 2;
     }
@@ -157,6 +159,12 @@ int main(int argc, char** argv) {
     options.height = std::stoi(arg(argc, argv, "height", "0"));
     options.batch = std::stoi(arg(argc, argv, "batch", "1"));
     options.seed = 0;
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--seamless") options.seamless = true;
+    }
+    options.guidance = std::stod(arg(argc, argv, "guidance", "0"));  // 0: the model's default
+    options.guidance_below = std::stoi(arg(argc, argv, "guidance-below", "0"));
+    const std::string guidance = gd::core::describe_guidance(gd::core::run_guidance(model, options, true));
 
     at::addGlobalCallback(at::RecordFunctionCallback([](const at::RecordFunction&)
                                                          -> std::unique_ptr<at::ObserverContext> { return nullptr; },
@@ -188,8 +196,10 @@ int main(int argc, char** argv) {
                 options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
                 at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
     std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
-    std::printf("network per step:    %.4f s\n", network_seconds / steps);
-    std::printf("sampler per step:    %.4f s\n", (total - network_seconds) / steps);
+    std::printf("guidance:            %s\n", guidance.empty() ? "off" : guidance.c_str());
+    std::printf("seamless:            %s\n", options.seamless ? "yes" : "no");
+    std::printf("network per call:    %.4f s\n", network_seconds / steps);
+    std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);
     std::printf("total:               %.3f s\n", total);
     std::printf("peak memory (RSS):   %.1f MiB\n", usage.ru_maxrss / 1024.0);
     std::printf("network GFLOP/step:  %.3f\n", g_flops / 1e9 / steps);

@@ -29,7 +29,7 @@ namespace {
 
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
                                              "objective", "device", "output", "bit-depth", "precision",
-                                             "class"};
+                                             "class", "guidance", "guidance-below"};
 
 struct Common {
   models::LoadOptions load;
@@ -80,6 +80,16 @@ Common parse_common(const Args& args) {
     c.run.seed = std::random_device{}() % (1ULL << 32);
   }
   c.class_text = args.value("class");
+  if (auto scale = args.value("guidance")) {
+    c.run.guidance = parse_real("guidance", *scale);
+    if (!(c.run.guidance >= 1 && c.run.guidance <= core::kMaxGuidanceScale)) {
+      throw UsageError("--guidance must be from 1 (off) to " + std::to_string(static_cast<int>(core::kMaxGuidanceScale)) +
+                       ", not " + *scale);
+    }
+  }
+  if (auto below = args.value("guidance-below")) {
+    c.run.guidance_below = static_cast<int>(parse_integer("guidance-below", *below, 1, 1000000));
+  }
   if (auto depth = args.value("bit-depth")) {
     c.bit_depth = static_cast<int>(parse_integer("bit-depth", *depth, 8, 16));
     if (c.bit_depth != 8 && c.bit_depth != 16) throw UsageError("--bit-depth must be 8 or 16");
@@ -130,9 +140,10 @@ void report_start(const Common& c, const Session& s, const std::string& what, st
                      std::to_string(s.model.schedule.num_train_timesteps) + " training timesteps");
   }
   const std::string classes = describe_classes(s, c.run, batch, from_image);
-  std::fprintf(stderr, "%s: %s, sampler %s, seed %llu%s, device %s\n", what.c_str(),
-               s.loaded.info.architecture.c_str(), sampler.c_str(),
-               static_cast<unsigned long long>(c.run.seed), classes.c_str(), c.load.device.str().c_str());
+  const std::string guidance = core::describe_guidance(core::run_guidance(s.model, c.run, !from_image));
+  std::fprintf(stderr, "%s: %s, sampler %s, seed %llu%s%s, device %s\n", what.c_str(),
+               s.loaded.info.architecture.c_str(), sampler.c_str(), static_cast<unsigned long long>(c.run.seed),
+               classes.c_str(), guidance.empty() ? "" : (", " + guidance).c_str(), c.load.device.str().c_str());
 }
 
 void save(const Common& c, const at::Tensor& colour, const at::Tensor& alpha, int input_depth) {

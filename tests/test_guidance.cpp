@@ -1,0 +1,237 @@
+// Guidance against the mean class (core/guidance.h): the combination, where it applies, its
+// defaults per action, its checks, and the model folder's guidance.json.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "core/error.h"
+#include "core/guidance.h"
+#include "core/pipeline.h"
+#include "models/guidance_file.h"
+#include "tests/test_files.h"
+
+namespace fs = std::filesystem;
+using gd::core::Guidance;
+using gd::test::expect_error;
+
+namespace {
+
+// A fake class-conditional network that predicts x0 directly: a flat level for each class, the
+// level of class k being k / (classes - 1) in model space [-1, 1] scaled, and 0 for the mean
+// class (the mean of all the levels). Records the labels of every call.
+struct FlatGuidedModel {
+  std::int64_t classes = 6;
+  at::Tensor labels;
+  std::vector<at::Tensor> calls;  // labels seen by each call
+  static double level(std::int64_t k, std::int64_t classes) {
+    return k < 0 ? 0.0 : static_cast<double>(k) / (classes - 1) * 2 - 1;
+  }
+  gd::core::PipelineModel model() {
+    gd::core::PipelineModel m;
+    m.schedule.num_train_timesteps = 100;
+    m.schedule.prediction_type = gd::core::PredictionType::Sample;
+    m.schedule.clip_sample = false;
+    m.num_classes = static_cast<int>(classes);
+    m.native_width = m.native_height = 8;
+    m.set_class_labels = [this](const at::Tensor& l) { labels = l; };
+    m.network = [this](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
+      if (!labels.defined()) throw gd::Error("no class set");
+      calls.push_back(labels.clone());
+      const at::Tensor l = labels.to(at::kFloat).expand({x.size(0)});  // [N]
+      const at::Tensor lv = at::where(l < 0, at::zeros_like(l), l / (classes - 1) * 2 - 1);  // [N]
+      return lv.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();  // [N, C, H, W]
+    };
+    return m;
+  }
+};
+
+}  // namespace
+
+TEST(Guidance, CombinesTheClassAndTheMeanClass) {
+  at::Tensor labels = at::tensor({2, 4}, at::kLong);
+  at::Tensor current = labels;
+  std::vector<at::Tensor> seen;
+  // Output: the label itself, 10 for the mean class; 2 channels for 1 input channel, as with
+  // learned variance, where the second channel is 100 + label.
+  gd::core::ModelFn network = [&](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
+    seen.push_back(current.clone());
+    const at::Tensor l = at::where(current < 0, at::full_like(current, 10), current).to(at::kFloat);  // [N]
+    const at::Tensor v = l.view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)});
+    return at::cat({v, v + 100}, 1);  // [N, 2, H, W]
+  };
+  auto set = [&](const at::Tensor& l) { current = l; };
+  Guidance g;
+  g.scale = 3.0;
+  g.below_timestep = 500;
+  const gd::core::ModelFn guided = gd::core::guided_network(network, set, labels, g, 1);
+  const at::Tensor x = at::zeros({2, 1, 4, 4});
+  at::Tensor out = guided(x, at::tensor({499, 499}, at::kLong), std::nullopt);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(at::equal(seen[0], labels));
+  EXPECT_TRUE(at::equal(seen[1], at::full({2}, gd::core::kMeanClassLabel, at::kLong)));
+  EXPECT_TRUE(at::equal(current, labels)) << "the labels must be set back";
+  // u + 3 (c - u): 10 + 3 (2 - 10) = -14 and 10 + 3 (4 - 10) = -8; the variance is the class's.
+  EXPECT_DOUBLE_EQ(out[0][0][0][0].item<double>(), -14.0);
+  EXPECT_DOUBLE_EQ(out[1][0][3][3].item<double>(), -8.0);
+  EXPECT_DOUBLE_EQ(out[0][1][0][0].item<double>(), 102.0);
+  EXPECT_DOUBLE_EQ(out[1][1][0][0].item<double>(), 104.0);
+  // At and above the limit: one call, the class's output as it is.
+  seen.clear();
+  out = guided(x, at::tensor(500, at::kLong), std::nullopt);
+  EXPECT_EQ(seen.size(), 1u);
+  EXPECT_DOUBLE_EQ(out[1][0][0][0].item<double>(), 4.0);
+  // Scale 1 is off: the network itself, untouched.
+  seen.clear();
+  Guidance off;
+  gd::core::guided_network(network, set, labels, off, 1)(x, at::tensor(0, at::kLong), std::nullopt);
+  EXPECT_EQ(seen.size(), 1u);
+  // A failing mean-class call still sets the labels back.
+  bool fail = false;
+  gd::core::ModelFn failing = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+    if (fail && current[0].item<std::int64_t>() < 0) throw gd::Error("network failed");
+    fail = true;
+    return network(x, t, sc);
+  };
+  EXPECT_THROW(gd::core::guided_network(failing, set, labels, g, 1)(x, at::tensor(1, at::kLong), std::nullopt),
+               gd::Error);
+  EXPECT_TRUE(at::equal(current, labels));
+}
+
+TEST(Guidance, DescriptionAndChecks) {
+  Guidance g;
+  EXPECT_EQ(gd::core::describe_guidance(g), "");
+  g.scale = 2.5;
+  EXPECT_EQ(gd::core::describe_guidance(g), "guidance 2.5");
+  g.below_timestep = 500;
+  EXPECT_EQ(gd::core::describe_guidance(g), "guidance 2.5 below timestep 500");
+  gd::core::check_guidance(g, 3, 1000);
+  g.scale = 0.5;
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, {"guidance 0.5", "out of range", "from 1 (off) to 20"});
+  g.scale = 20.5;
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, {"guidance 20.5", "out of range"});
+  g.scale = std::numeric_limits<double>::quiet_NaN();
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, "out of range");
+  g.scale = 2.0;
+  g.below_timestep = 1001;
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, {"limit 1001", "from 1 to 1000"});
+  g.below_timestep = 0;
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, "limit 0");
+  g.below_timestep = 1000;
+  expect_error([&] { gd::core::check_guidance(g, 0, 1000); }, "needs a class-conditional model");
+  g.scale = 1.0;
+  gd::core::check_guidance(g, 0, 1000);  // off: fine for any model
+}
+
+TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
+  FlatGuidedModel fake;
+  gd::core::PipelineModel model = fake.model();
+  gd::core::GenerateOptions options;
+  options.sampler = "ddim";
+  options.steps = 4;  // timesteps 75, 50, 25, 0
+  options.seed = 1;
+  options.class_label = 3;  // level 0.2 in model space: 0.6 in [0, 1]
+  const at::Tensor plain = gd::core::generate(model, options);
+  EXPECT_EQ(fake.calls.size(), 4u);
+  EXPECT_NEAR(plain.mean().item<double>(), 0.6, 1e-4);
+
+  // Guided every step: x0 = 0 + 2 (0.2 - 0) = 0.4 in model space, 0.7 in [0, 1].
+  fake.calls.clear();
+  options.guidance = 2.0;
+  const at::Tensor guided = gd::core::generate(model, options);
+  EXPECT_EQ(fake.calls.size(), 8u);
+  EXPECT_NEAR(guided.mean().item<double>(), 0.7, 1e-4);
+  EXPECT_FALSE(fake.labels.defined()) << "the labels are cleared after the run";
+
+  // Limited to timesteps below 50: two guided steps of four.
+  fake.calls.clear();
+  options.guidance_below = 50;
+  EXPECT_TRUE(at::allclose(gd::core::generate(model, options), guided, 1e-5, 1e-5));
+  EXPECT_EQ(fake.calls.size(), 6u);
+
+  // The model's default applies to generate when the options leave it unset...
+  model.generate_guidance.scale = 2.0;
+  model.generate_guidance.below_timestep = 50;
+  options.guidance = 0.0;
+  options.guidance_below = 0;
+  fake.calls.clear();
+  EXPECT_TRUE(at::equal(gd::core::generate(model, options), guided));
+  EXPECT_EQ(fake.calls.size(), 6u);
+  EXPECT_EQ(gd::core::describe_guidance(gd::core::run_guidance(model, options, true)),
+            "guidance 2 below timestep 50");
+  // ...and 1 turns it off: exactly the unguided result.
+  options.guidance = 1.0;
+  EXPECT_TRUE(at::equal(gd::core::generate(model, options), plain));
+
+  // img2img and denoise ignore the model's default; an explicit scale guides them.
+  const at::Tensor image = at::full({1, 3, 8, 8}, 0.6);
+  gd::core::RunOptions run;
+  run.sampler = "ddim";
+  run.steps = 4;
+  run.class_label = 3;
+  fake.calls.clear();
+  EXPECT_NEAR(gd::core::img2img(model, image, 1.0, run).mean().item<double>(), 0.6, 1e-4);
+  EXPECT_EQ(fake.calls.size(), 4u);
+  EXPECT_TRUE(gd::core::describe_guidance(gd::core::run_guidance(model, run, false)).empty());
+  run.guidance = 2.0;
+  EXPECT_NEAR(gd::core::img2img(model, image, 1.0, run).mean().item<double>(), 0.7, 1e-4);
+  fake.calls.clear();
+  gd::core::DenoiseResult d = gd::core::denoise(model, image, 0.2, run);
+  EXPECT_GT(d.steps_run, 0);
+  EXPECT_EQ(fake.calls.size(), static_cast<std::size_t>(2 * d.steps_run));
+  EXPECT_NEAR(d.image.mean().item<double>(), 0.7, 1e-4);
+
+  // Bad values fail before any network call.
+  fake.calls.clear();
+  options.guidance = 0.5;
+  expect_error([&] { gd::core::generate(model, options); }, {"guidance 0.5", "out of range"});
+  options.guidance = 2.0;
+  options.guidance_below = 101;
+  expect_error([&] { gd::core::generate(model, options); }, {"limit 101", "from 1 to 100"});
+  run.guidance_below = -3;
+  expect_error([&] { gd::core::img2img(model, image, 0.5, run); }, "limit -3");
+  expect_error([&] { gd::core::denoise(model, image, 0.2, run); }, "limit -3");
+  EXPECT_TRUE(fake.calls.empty());
+  gd::core::PipelineModel plain_model = model;
+  plain_model.num_classes = 0;
+  plain_model.generate_guidance = Guidance{};
+  options.guidance_below = 0;
+  options.class_label = -1;
+  expect_error([&] { gd::core::generate(plain_model, options); }, "needs a class-conditional model");
+}
+
+TEST(Guidance, ModelFolderFile) {
+  const fs::path dir = fs::temp_directory_path() / ("gd-guidance-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / gd::models::kGuidanceFile).string();
+  EXPECT_FALSE(gd::models::read_generate_guidance(path, 3, 1000).active()) << "no file: off";
+  std::ofstream(path) << R"({"generate": {"scale": 2.0, "below_timestep": 500}})";
+  Guidance g = gd::models::read_generate_guidance(path, 3, 1000);
+  EXPECT_DOUBLE_EQ(g.scale, 2.0);
+  EXPECT_EQ(g.below_timestep, 500);
+  std::ofstream(path) << R"({"generate": {"scale": 1.5}})";
+  g = gd::models::read_generate_guidance(path, 3, 1000);
+  EXPECT_DOUBLE_EQ(g.scale, 1.5);
+  EXPECT_EQ(g.below_timestep, std::numeric_limits<int>::max()) << "no limit: every step";
+  // Every problem names the file.
+  expect_error([&] { gd::models::read_generate_guidance(path, 0, 1000); }, {path, "needs a class-conditional model"});
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"not json", "not a guidance file"},
+      {R"({"scale": 2})", "not a guidance file"},
+      {R"({"generate": {"scale": "2"}})", "\"scale\" must be a number"},
+      {R"({"generate": {"below_timestep": 500}})", "\"scale\" must be a number"},
+      {R"({"generate": {"scale": 2, "below_timestep": 12.5}})", "whole number"},
+      {R"({"generate": {"scale": 2, "below_timestep": 99999999999}})", "limit 1001"},
+      {R"({"generate": {"scale": 2, "below_timestep": 0}})", "limit 0"},
+      {R"({"generate": {"scale": 40}})", "guidance 40"},
+      {R"({"generate": {"scale": 2, "guidance_rescale": 0.7}})", "unknown setting 'guidance_rescale'"},
+  };
+  for (const auto& [text, words] : bad) {
+    std::ofstream(path) << text;
+    expect_error([&] { gd::models::read_generate_guidance(path, 3, 1000); }, {path, words});
+  }
+  fs::remove_all(dir);
+}
