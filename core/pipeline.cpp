@@ -155,6 +155,9 @@ Guidance run_guidance(const PipelineModel& model, const RunOptions& options, boo
   if (options.guidance != 0.0) g.scale = options.guidance;
   if (options.guidance_below != 0) g.below_timestep = options.guidance_below;
   check_guidance(g, model.num_classes, model.schedule.num_train_timesteps);
+  if (options.guidance_below != 0 && !g.active()) {
+    throw Error("a guidance limit needs guidance: this run is unguided (give a scale above 1)");
+  }
   return g;
 }
 
@@ -265,6 +268,7 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
 DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
                       std::optional<double> sigma, const RunOptions& options) {
   check_image(image);
+  const Guidance guidance = run_guidance(model, options, false);
   DenoiseResult result;
   if (sigma) {
     if (!(*sigma >= 0.0 && *sigma <= 1.0)) throw Error("sigma must be in [0, 1]");
@@ -282,7 +286,6 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   const double target = 2.0 * result.sigma;
   const int T = model.schedule.num_train_timesteps;
   run_classes(model.num_classes, options, image.size(0));  // a bad class fails before any work
-  const Guidance guidance = run_guidance(model, options, false);
   if (target <= ratio[0].item<double>()) {
     result.image = image.to(at::kFloat).clone();  // below the model's finest noise level
     return result;

@@ -73,7 +73,7 @@ struct RunOptions {
   // otherwise a scale up to kMaxGuidanceScale.
   double guidance = 0.0;
   // Guided steps are those with a timestep below this. 0: the default (the model's for
-  // generate, every step otherwise).
+  // generate, every step otherwise). An error for an unguided run.
   int guidance_below = 0;
 };
 

@@ -213,8 +213,17 @@ DiffusersUNet::DiffusersUNet(const UNet2DConfig& config, c10::TensorOptions opti
 }
 
 void DiffusersUNet::set_class_labels(const at::Tensor& labels) {
-  if (labels.defined()) check_class_labels(labels, config_.num_class_embeds);
+  if (labels.defined()) check_class_labels(labels, config_.num_class_embeds, /*allow_mean=*/true);
   class_labels_ = labels.defined() ? labels.reshape({-1}) : at::Tensor();
+  table_with_mean_ = at::Tensor();
+  // The mean class (guidance): built here, once per label change, so that forward needs no
+  // device-to-host check. The mean is taken in float32 whatever the weights' dtype.
+  if (labels.defined() && (labels.to(at::kCPU) < 0).any().item<bool>()) {
+    const std::int64_t k = class_embedding_.size(0);
+    const at::Tensor mean = class_embedding_.to(at::kFloat).mean(0, true).to(class_embedding_.scalar_type());
+    table_with_mean_ = at::cat({class_embedding_, mean});  // [K + 1, T]
+    class_labels_ = at::where(class_labels_ < 0, at::full_like(class_labels_, k), class_labels_);
+  }
 }
 
 // ---- forward pieces -------------------------------------------------------------------------
@@ -225,6 +234,18 @@ at::Tensor DiffusersUNet::activation(const at::Tensor& x) const {
     case UNet2DActivation::Mish: return at::mish(x);
     case UNet2DActivation::GELU: return at::gelu(x);  // nn.GELU(): exact erf form
     case UNet2DActivation::ReLU: return at::relu(x);
+  }
+  return x;  // unreachable: every enumerator is handled above
+}
+
+// In place, for activations that nothing else holds (fresh GroupNorm outputs): the same values
+// without a second full-size tensor, which at 512x512 is memory traffic the CPU waits on.
+at::Tensor DiffusersUNet::activation_in_place(at::Tensor x) const {
+  switch (config_.act_fn) {
+    case UNet2DActivation::SiLU: return at::silu_(x);
+    case UNet2DActivation::Mish: return at::mish_(x);
+    case UNet2DActivation::GELU: return at::gelu_(x);
+    case UNet2DActivation::ReLU: return at::relu_(x);
   }
   return x;  // unreachable: every enumerator is handled above
 }
@@ -274,7 +295,7 @@ at::Tensor DiffusersUNet::timestep_embedding(const at::Tensor& t) const {
 at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
                                      const at::Tensor& temb) const {
   at::Tensor input = x;                                   // [N, Cin, H, W]
-  at::Tensor h = activation(group_norm(r.norm1, x));      // [N, Cin, H, W]
+  at::Tensor h = activation_in_place(group_norm(r.norm1, x));  // [N, Cin, H, W]
   if (r.resample == Resample::Up) {
     input = upsample2x(input);  // [N, Cin, 2H, 2W]
     h = upsample2x(h);
@@ -293,13 +314,13 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
     h = group_norm(r.norm2, h);
     h = h * (1 + scale_shift[0]) + scale_shift[1];
   } else {
-    h = group_norm(r.norm2, h + t);
+    h = group_norm(r.norm2, h.add_(t));  // h is conv1's fresh output
   }
-  h = conv2d(seamless_, activation(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(seamless_, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
     input = conv2d(seamless_, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
-  at::Tensor out = input + h;
+  at::Tensor out = h.add_(input);  // input + h: conv2's fresh output takes the sum
   // Dividing by 1 is exact, so skipping it changes nothing.
   if (r.output_scale_factor != 1.0) out = out / r.output_scale_factor;
   return out;
@@ -377,15 +398,8 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
       throw Error(std::string(kWhat) + ": " + std::to_string(labels.size(0)) +
                   " class labels for a batch of " + std::to_string(n));
     }
-    at::Tensor rows;  // [N, T]
-    if ((labels < 0).any().item<bool>()) {
-      // kMeanClassLabel: the mean of all rows, appended to the table as one more row.
-      const std::int64_t k = class_embedding_.size(0);
-      const at::Tensor table = at::cat({class_embedding_, class_embedding_.mean(0, true)});  // [K + 1, T]
-      rows = table.index_select(0, at::where(labels < 0, at::full_like(labels, k), labels));
-    } else {
-      rows = class_embedding_.index_select(0, labels);
-    }
+    const at::Tensor& table = table_with_mean_.defined() ? table_with_mean_ : class_embedding_;
+    const at::Tensor rows = table.index_select(0, labels);  // [N, T]
     temb = temb + rows.to(temb.scalar_type());  // [N, T]
   }
 

@@ -104,6 +104,7 @@ class DiffusersUNet : public Network {
                           std::optional<std::int64_t> groups, double rescale_output_factor = 1.0);
 
   at::Tensor activation(const at::Tensor& x) const;
+  at::Tensor activation_in_place(at::Tensor x) const;
   at::Tensor group_norm(const GroupNorm& norm, const at::Tensor& x) const;
   at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb) const;
   at::Tensor run_attention(const Attention& attn, const at::Tensor& x) const;
@@ -112,6 +113,9 @@ class DiffusersUNet : public Network {
   bool seamless_ = false;  // circular padding in every convolution
   at::Tensor class_labels_;  // [N] or [1] int64 for class-conditional networks (set_class_labels)
   at::Tensor class_embedding_;  // [num_class_embeds, time_embed_dim]; undefined without classes
+  // With a kMeanClassLabel among the labels: the table with the mean row appended as row
+  // num_class_embeds, and class_labels_ pointing there (set_class_labels); else undefined.
+  at::Tensor table_with_mean_;
   ParamStore params_;
   Conv conv_in_;
   Linear time_linear_1_, time_linear_2_;

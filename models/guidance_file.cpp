@@ -2,7 +2,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,6 +23,9 @@ core::Guidance read_generate_guidance(const std::string& path, std::int64_t num_
   if (!j.is_object() || !j.contains("generate") || !j["generate"].is_object()) {
     throw Error(path + ": not a guidance file" + shape);
   }
+  for (const auto& [key, value] : j.items()) {
+    if (key != "generate") throw Error(path + ": unknown action '" + key + "' (only Generate has a default)" + shape);
+  }
   const nlohmann::json& generate = j["generate"];
   for (const auto& [key, value] : generate.items()) {
     if (key != "scale" && key != "below_timestep") throw Error(path + ": unknown setting '" + key + "'" + shape);
@@ -36,9 +38,17 @@ core::Guidance read_generate_guidance(const std::string& path, std::int64_t num_
     if (!generate["below_timestep"].is_number_integer()) {
       throw Error(path + ": \"below_timestep\" must be a whole number" + shape);
     }
-    const std::int64_t below = generate["below_timestep"].get<std::int64_t>();
-    // Out-of-range values are reported by check_guidance; this only keeps them inside an int.
-    g.below_timestep = static_cast<int>(std::clamp<std::int64_t>(below, -1, num_train_timesteps + 1));
+    const nlohmann::json& below = generate["below_timestep"];
+    // Checked on the JSON value itself, so a huge or negative one is quoted as written.
+    const auto top = static_cast<std::uint64_t>(num_train_timesteps);
+    const bool in_range = below.is_number_unsigned()
+                              ? below.get<std::uint64_t>() >= 1 && below.get<std::uint64_t>() <= top
+                              : below.get<std::int64_t>() >= 1 && below.get<std::int64_t>() <= num_train_timesteps;
+    if (!in_range) {
+      throw Error(path + ": the guidance limit " + below.dump() + " is out of range: it must be a timestep from 1 to " +
+                  std::to_string(num_train_timesteps));
+    }
+    g.below_timestep = below.get<int>();
   }
   try {
     core::check_guidance(g, static_cast<int>(num_classes), num_train_timesteps);

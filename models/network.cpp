@@ -9,15 +9,16 @@
 
 namespace gd::models {
 
-void check_class_labels(const at::Tensor& labels, std::int64_t num_classes) {
+void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool allow_mean) {
   if (num_classes <= 0) throw not_class_conditional();
   if (labels.dim() > 1 || labels.numel() < 1 || labels.scalar_type() != at::kLong) {
     throw Error("class labels must be a non-empty [N] int64 tensor");
   }
   const at::Tensor cpu = labels.to(at::kCPU);
   const std::int64_t lo = cpu.min().item<std::int64_t>(), hi = cpu.max().item<std::int64_t>();
-  if (lo < core::kMeanClassLabel || hi >= num_classes) {
-    throw class_out_of_range(std::to_string(lo < core::kMeanClassLabel ? lo : hi), num_classes);
+  const std::int64_t lowest = allow_mean ? core::kMeanClassLabel : 0;
+  if (lo < lowest || hi >= num_classes) {
+    throw class_out_of_range(std::to_string(lo < lowest ? lo : hi), num_classes);
   }
 }
 

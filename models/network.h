@@ -32,8 +32,9 @@ class Network {
   // unconditional network.
   virtual std::int64_t num_classes() const { return 0; }
   // The class labels of the following forward calls: [N] or [1] int64, each in
-  // [0, num_classes()) or core::kMeanClassLabel (-1), which stands for the mean of all class
-  // embeddings (what guidance steers away from); an undefined tensor clears them. Like set_seamless, this is state the
+  // [0, num_classes()) or, for networks that implement it (DiffusersUNet), core::kMeanClassLabel
+  // (-1), the mean of all class embeddings (what guidance steers away from); an undefined tensor
+  // clears them. Like set_seamless, this is state the
   // pipelines set around a run, so the samplers' callback keeps its (x, t) shape. Throws
   // gd::Error for labels out of range or for a network without classes.
   virtual void set_class_labels(const at::Tensor& labels);
@@ -42,7 +43,8 @@ class Network {
   virtual ParamStore* params() { return nullptr; }
 };
 
-// Checks the labels against num_classes, kMeanClassLabel allowed (shared by the implementations).
-void check_class_labels(const at::Tensor& labels, std::int64_t num_classes);
+// Checks the labels against num_classes (shared by the implementations); kMeanClassLabel only
+// where allow_mean says the network implements it.
+void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool allow_mean = false);
 
 }  // namespace gd::models

@@ -104,7 +104,7 @@ void add_common_arguments(GimpProcedure* procedure) {
       procedure, "guidance", "_Guidance",
       "Class-conditional models: guidance against the mean class, which strengthens detail and "
       "contrast at the cost of one more network call per guided step. 1: off; up to 20. 0: the "
-      "model's default (the bundled model: 2 on the low-noise half of the steps for Generate, "
+      "model's default (the bundled model: 2.5 on the steps below timestep 300 for Generate, "
       "off for Denoise and Image to image)",
       0.0, 20.0, 0.0, G_PARAM_READWRITE);
 }

@@ -275,6 +275,7 @@ class BadOptions(unittest.TestCase):
         self.expect_failure(*self.gen("--guidance-below", "0"), needle="--guidance-below")
         self.expect_failure(*self.gen("--guidance", "2"), needle="needs a class-conditional model")
         self.expect_failure(*self.gen("--guidance", "2", "--guidance-below", "5000"), needle="limit 5000")
+        self.expect_failure(*self.gen("--guidance-below", "5"), needle="limit needs guidance")
 
 
 class Classes(unittest.TestCase):

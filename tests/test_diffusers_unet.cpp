@@ -239,6 +239,17 @@ TEST(CircularPad, EqualsTorchsCircularPadAndKeepsTheLayout) {
       EXPECT_EQ(got.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
     }
   }
+  // Shapes where the layout is ambiguous (one image, one channel, 1x1) and a strided view.
+  for (const at::Tensor& odd : {at::arange(1 * 3 * 4 * 6, at::kFloat).reshape({1, 3, 4, 6}),
+                                at::arange(2 * 1 * 4 * 6, at::kFloat).reshape({2, 1, 4, 6}),
+                                at::arange(3, at::kFloat).reshape({1, 3, 1, 1}),
+                                x.narrow(3, 1, 5).narrow(1, 1, 2)}) {
+    for (const bool channels_last : {false, true}) {
+      const at::Tensor in = channels_last ? odd.contiguous(at::MemoryFormat::ChannelsLast) : odd;
+      EXPECT_TRUE(at::equal(gd::models::circular_pad(in, 1, 1, 1, 1), at::pad(odd, {1, 1, 1, 1}, "circular")))
+          << odd.sizes() << " channels-last " << channels_last;
+    }
+  }
   EXPECT_THROW(gd::models::circular_pad(x, 8, 0, 0, 0), gd::Error);
   EXPECT_THROW(gd::models::circular_pad(x, 0, 0, 6, 0), gd::Error);
 }

@@ -184,6 +184,14 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   EXPECT_EQ(fake.calls.size(), static_cast<std::size_t>(2 * d.steps_run));
   EXPECT_NEAR(d.image.mean().item<double>(), 0.7, 1e-4);
 
+  // A limit without guidance would do nothing: it is refused, not ignored.
+  gd::core::RunOptions unguided = run;
+  unguided.guidance = 0.0;
+  unguided.guidance_below = 40;
+  expect_error([&] { gd::core::img2img(model, image, 0.5, unguided); }, {"limit needs guidance", "unguided"});
+  unguided.guidance = 1.0;
+  expect_error([&] { gd::core::denoise(model, image, 0.2, unguided); }, "limit needs guidance");
+
   // Bad values fail before any network call.
   fake.calls.clear();
   options.guidance = 0.5;
@@ -224,7 +232,10 @@ TEST(Guidance, ModelFolderFile) {
       {R"({"generate": {"scale": "2"}})", "\"scale\" must be a number"},
       {R"({"generate": {"below_timestep": 500}})", "\"scale\" must be a number"},
       {R"({"generate": {"scale": 2, "below_timestep": 12.5}})", "whole number"},
-      {R"({"generate": {"scale": 2, "below_timestep": 99999999999}})", "limit 1001"},
+      {R"({"generate": {"scale": 2, "below_timestep": 99999999999}})", "limit 99999999999"},
+      {R"({"generate": {"scale": 2, "below_timestep": 18446744073709551615}})", "limit 18446744073709551615"},
+      {R"({"generate": {"scale": 2, "below_timestep": -5}})", "limit -5"},
+      {R"({"generate": {"scale": 2}, "img2img": {"scale": 2}})", "unknown action 'img2img'"},
       {R"({"generate": {"scale": 2, "below_timestep": 0}})", "limit 0"},
       {R"({"generate": {"scale": 40}})", "guidance 40"},
       {R"({"generate": {"scale": 2, "guidance_rescale": 0.7}})", "unknown setting 'guidance_rescale'"},

@@ -45,6 +45,17 @@ def main():
         sys.exit("%s: scheduler_config.json is %s, expected the trainer's DDPMScheduler"
                  % (src, trained.get("_class_name")))
 
+    # The guidance is checked before anything is written, so a bad option leaves DEST as it was.
+    generate = None
+    if args.guidance is not None and args.guidance != 1:
+        if not os.path.isfile(os.path.join(src, "classes.json")):
+            sys.exit("%s: --guidance needs a class-conditional model (train --classes)" % src)
+        generate = {"scale": args.guidance}
+        if args.guidance_below is not None:
+            if not 1 <= args.guidance_below <= trained["num_train_timesteps"]:
+                sys.exit("--guidance-below must be a timestep from 1 to %d" % trained["num_train_timesteps"])
+            generate["below_timestep"] = args.guidance_below
+
     scheduler = {
         "_class_name": "DPMSolverMultistepScheduler",
         "_diffusers_version": trained.get("_diffusers_version", "0.31.0"),
@@ -88,14 +99,7 @@ def main():
         f.write("\n")
     os.replace(os.path.join(dest, "scheduler_config.json.tmp"), os.path.join(dest, "scheduler_config.json"))
     guidance_path = os.path.join(dest, "guidance.json")
-    if args.guidance is not None and args.guidance != 1:
-        if not os.path.isfile(os.path.join(src, "classes.json")):
-            sys.exit("%s: --guidance needs a class-conditional model (train --classes)" % src)
-        generate = {"scale": args.guidance}
-        if args.guidance_below is not None:
-            if not 1 <= args.guidance_below <= trained["num_train_timesteps"]:
-                sys.exit("--guidance-below must be a timestep from 1 to %d" % trained["num_train_timesteps"])
-            generate["below_timestep"] = args.guidance_below
+    if generate:
         with open(guidance_path + ".tmp", "w") as f:
             json.dump({"generate": generate}, f, indent=2)
             f.write("\n")

@@ -7,9 +7,9 @@
 //                            [--guidance-below T] [--seamless]
 //
 // Reports network time per call (one per step, two on guided steps), sampler overhead per call
-// (everything in the loop that is
-// not the network), total time, peak resident memory (host RSS), and the
-// network's achieved GFLOP/s. FLOPs are counted from the shapes of the convolutions, matrix
+// (everything in the loop that is not the network), total time, peak resident memory (host
+// RSS), the network's achieved GFLOP/s, and the share of the run each kind of top-level op
+// takes. FLOPs are counted from the shapes of the convolutions, matrix
 // products and attention calls LibTorch actually runs (a RecordFunction observer), so they hold
 // for any architecture, TorchScript included. One warm-up step runs first and is not counted.
 // --config times a diffusers UNet2DModel architecture (its config.json) with random weights and
@@ -22,8 +22,12 @@
 #include <ATen/record_function.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -81,6 +85,35 @@ void count_flops(const at::RecordFunction& fn) {
     }
   }
   if (flops > 0) g_flops = g_flops + flops;
+}
+
+// Time per top-level ATen op (the first op entered from our code; the ops it dispatches to are
+// inside its time), so the report says which kinds of work the network's time goes to.
+struct OpClock : at::ObserverContext {
+  Clock::time_point start;
+  bool top = false;
+};
+thread_local int t_op_depth = 0;
+// Only ops entered on the thread that runs the sampler count: LibTorch's worker threads run
+// pieces of those ops, whose time is already inside them.
+std::thread::id g_main_thread;
+std::mutex g_op_mutex;
+std::map<std::string, double> g_op_seconds;
+
+std::unique_ptr<at::ObserverContext> start_op(const at::RecordFunction&) {
+  auto clock = std::make_unique<OpClock>();
+  clock->top = t_op_depth++ == 0;
+  clock->start = Clock::now();
+  return clock;
+}
+
+void end_op(const at::RecordFunction& fn, at::ObserverContext* context) {
+  --t_op_depth;
+  auto* clock = static_cast<OpClock*>(context);
+  if (!g_counting || !clock || !clock->top || std::this_thread::get_id() != g_main_thread) return;
+  const double seconds = std::chrono::duration<double>(Clock::now() - clock->start).count();
+  std::lock_guard<std::mutex> lock(g_op_mutex);
+  g_op_seconds[fn.name()] += seconds;
 }
 
 // Through the hooks interface, so the benchmark also builds against a CPU-only LibTorch.
@@ -171,6 +204,8 @@ int main(int argc, char** argv) {
                                                      [](const at::RecordFunction& fn, at::ObserverContext*) { count_flops(fn); })
                               .needsInputs(true)
                               .needsOutputs(true));
+    g_main_thread = std::this_thread::get_id();
+    at::addGlobalCallback(at::RecordFunctionCallback(start_op, end_op).scopes({at::RecordScope::FUNCTION}));
 
     // Warm-up: one step, not counted (first-call allocations, kernel selection).
     gd::core::GenerateOptions warm = options;
@@ -202,8 +237,17 @@ int main(int argc, char** argv) {
     std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);
     std::printf("total:               %.3f s\n", total);
     std::printf("peak memory (RSS):   %.1f MiB\n", usage.ru_maxrss / 1024.0);
-    std::printf("network GFLOP/step:  %.3f\n", g_flops / 1e9 / steps);
+    std::printf("network GFLOP/call:  %.3f\n", g_flops / 1e9 / steps);
     std::printf("achieved GFLOP/s:    %.1f\n", network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0);
+    // Where the time goes: the top-level ops, largest first, as shares of the whole run.
+    std::vector<std::pair<double, std::string>> ops;
+    for (const auto& [name, seconds] : g_op_seconds) ops.emplace_back(seconds, name);
+    std::sort(ops.rbegin(), ops.rend());
+    std::printf("time by op (top level, %% of total, timing callbacks included):");
+    for (std::size_t i = 0; i < ops.size() && i < 8; ++i) {
+      std::printf("%s %s %.1f%%", i ? "," : "", ops[i].second.c_str(), 100.0 * ops[i].first / total);
+    }
+    std::printf("\n");
     return 0;
   } catch (const std::exception& e) {
     std::string message = e.what();
