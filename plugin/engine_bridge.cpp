@@ -102,6 +102,7 @@ std::string ModelSummary::text() const {
   }
   if (!default_sampler.empty()) t += ", own sampler " + default_sampler;
   if (num_classes > 0) t += ", " + std::to_string(num_classes) + " classes";
+  if (!generate_guidance.empty()) t += ", Generate default " + generate_guidance;
   if (!device.empty()) t += ", device " + device;
   return t;
 }
@@ -169,6 +170,7 @@ Engine::Engine(const std::string& model_path, const std::string& device) : impl_
   s.default_sampler = core::default_sampler(impl_->model.schedule);
   s.device = device_name(load.device);
   s.num_classes = info.num_classes;
+  s.generate_guidance = core::describe_guidance(info.generate_guidance);
 }
 
 Engine::~Engine() = default;

@@ -59,6 +59,8 @@ struct ModelSummary {
   std::string default_sampler;
   std::string device;         // the device "auto"/"cpu"/"cuda" resolves to: "cpu", "cuda:0"
   std::int64_t num_classes = 0;  // class-conditional models: how many classes
+  std::string generate_guidance;  // the model's default guidance for Generate ("guidance 2.5
+                                  // below timestep 300"), empty when it has none
   std::string text() const;   // one line for a label
 };
 
