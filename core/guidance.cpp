@@ -10,15 +10,22 @@
 
 namespace gd::core {
 
+namespace {
+
+std::string scale_text(double scale) {  // "2", "2.5": as short as the value
+  char text[64];
+  std::snprintf(text, sizeof text, "%g", scale);
+  return text;
+}
+
+}  // namespace
+
 void check_guidance(const Guidance& guidance, int num_classes, int num_train_timesteps) {
   if (!(guidance.scale >= 1.0 && guidance.scale <= kMaxGuidanceScale)) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%g", guidance.scale);
-    throw Error("guidance " + std::string(text) + " is out of range: it must be from 1 (off) to " +
+    throw Error("guidance " + scale_text(guidance.scale) + " is out of range: it must be from 1 (off) to " +
                 std::to_string(static_cast<int>(kMaxGuidanceScale)));
   }
-  if (guidance.below_timestep != std::numeric_limits<int>::max() &&
-      (guidance.below_timestep < 1 || guidance.below_timestep > num_train_timesteps)) {
+  if (guidance.limited() && (guidance.below_timestep < 1 || guidance.below_timestep > num_train_timesteps)) {
     throw Error("the guidance limit " + std::to_string(guidance.below_timestep) +
                 " is out of range: it must be a timestep from 1 to " + std::to_string(num_train_timesteps));
   }
@@ -29,12 +36,8 @@ void check_guidance(const Guidance& guidance, int num_classes, int num_train_tim
 
 std::string describe_guidance(const Guidance& guidance) {
   if (!guidance.active()) return "";
-  char text[64];
-  std::snprintf(text, sizeof text, "guidance %g", guidance.scale);
-  std::string s = text;
-  if (guidance.below_timestep != std::numeric_limits<int>::max()) {
-    s += " below timestep " + std::to_string(guidance.below_timestep);
-  }
+  std::string s = "guidance " + scale_text(guidance.scale);
+  if (guidance.limited()) s += " below timestep " + std::to_string(guidance.below_timestep);
   return s;
 }
 

@@ -35,6 +35,7 @@ struct Guidance {
   // every step.
   int below_timestep = std::numeric_limits<int>::max();
   bool active() const { return scale != 1.0; }
+  bool limited() const { return below_timestep != std::numeric_limits<int>::max(); }
 };
 
 inline constexpr double kMaxGuidanceScale = 20.0;

@@ -139,7 +139,6 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
 // The callback the sampler runs: the network in float32, guided where the run asks for it. The
 // labels are the ones the run's ClassScope set.
 ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes, const Guidance& guidance) {
-  if (!guidance.active()) return network_in_float(model);
   return guided_network(network_in_float(model), model.set_class_labels, at::tensor(classes, at::kLong), guidance,
                         model.channels);
 }

@@ -3,10 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "models/text_file.h"
 
 namespace gd::models {
 
@@ -14,11 +13,7 @@ core::Guidance read_generate_guidance(const std::string& path, std::int64_t num_
   core::Guidance g;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return g;
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) throw Error(path + ": cannot read the guidance settings");
-  const nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, /*allow_exceptions=*/false);
   const char* shape = " (expected {\"generate\": {\"scale\": 2.0, \"below_timestep\": 500}})";
   if (!j.is_object() || !j.contains("generate") || !j["generate"].is_object()) {
     throw Error(path + ": not a guidance file" + shape);

@@ -2,7 +2,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <limits>
 #include <sstream>
 
 namespace gd::models {
@@ -96,7 +95,7 @@ std::string describe_json(const ModelInfo& info) {
   j["class_names"] = info.class_names;
   if (info.generate_guidance.active()) {
     j["generate_guidance"] = {{"scale", info.generate_guidance.scale}};
-    if (info.generate_guidance.below_timestep != std::numeric_limits<int>::max()) {
+    if (info.generate_guidance.limited()) {
       j["generate_guidance"]["below_timestep"] = info.generate_guidance.below_timestep;
     }
   } else {

@@ -5,14 +5,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/scheduler_config.h"
 #include "models/class_names.h"
 #include "models/guidance_file.h"
+#include "models/text_file.h"
 #include "models/ddpm_pytorch_unet.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
@@ -40,14 +39,7 @@ bool is_dir(const fs::path& p) {
   return fs::is_directory(p, ec);
 }
 
-std::string read_text(const fs::path& path) {
-  if (!is_file(path)) throw Error(path.string() + ": no such file");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw Error(path.string() + ": cannot be read");
-  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (text.size() > (64u << 20)) throw Error(path.string() + ": too large for a configuration file");
-  return text;
-}
+std::string read_text(const fs::path& path) { return read_text_file(path.string()); }
 
 // denoising-diffusion-pytorch's Trainer writes results/model-<milestone>.pt; a folder of them
 // means "the newest one".

@@ -16,6 +16,7 @@
 #include "models/class_names.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
+#include "tests/flat_class_model.h"
 #include "tests/test_files.h"
 
 namespace fs = std::filesystem;
@@ -220,29 +221,7 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
   expect_error([&] { gd::core::generate(model, other); }, {"class 9", "out of range"});
 }
 
-// A fake class-conditional model that predicts x0 directly: a flat gray of level
-// k / (classes - 1) (model space) for class k, whatever its input. The labels it was given and
-// each call's batch size are recorded.
-struct FlatClassModel {
-  std::int64_t classes;
-  at::Tensor labels;
-  std::vector<std::int64_t> batches;
-  gd::core::PipelineModel model() {
-    gd::core::PipelineModel m;
-    m.schedule.num_train_timesteps = 100;
-    m.schedule.prediction_type = gd::core::PredictionType::Sample;
-    m.schedule.clip_sample = false;
-    m.num_classes = static_cast<int>(classes);
-    m.set_class_labels = [this](const at::Tensor& l) { labels = l; };
-    m.network = [this](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
-      if (!labels.defined()) throw gd::Error("no class set");
-      batches.push_back(x.size(0));
-      const at::Tensor level = labels.to(at::kFloat).expand({x.size(0)}) / (classes - 1) * 2 - 1;  // [N]
-      return level.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();  // [N, C, H, W]
-    };
-    return m;
-  }
-};
+using gd::test::FlatClassModel;
 
 TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   // More classes than one network call takes at the crop size (256K pixels per call).

@@ -12,44 +12,13 @@
 #include "core/guidance.h"
 #include "core/pipeline.h"
 #include "models/guidance_file.h"
+#include "tests/flat_class_model.h"
 #include "tests/test_files.h"
 
 namespace fs = std::filesystem;
 using gd::core::Guidance;
 using gd::test::expect_error;
-
-namespace {
-
-// A fake class-conditional network that predicts x0 directly: a flat level for each class, the
-// level of class k being k / (classes - 1) in model space [-1, 1] scaled, and 0 for the mean
-// class (the mean of all the levels). Records the labels of every call.
-struct FlatGuidedModel {
-  std::int64_t classes = 6;
-  at::Tensor labels;
-  std::vector<at::Tensor> calls;  // labels seen by each call
-  static double level(std::int64_t k, std::int64_t classes) {
-    return k < 0 ? 0.0 : static_cast<double>(k) / (classes - 1) * 2 - 1;
-  }
-  gd::core::PipelineModel model() {
-    gd::core::PipelineModel m;
-    m.schedule.num_train_timesteps = 100;
-    m.schedule.prediction_type = gd::core::PredictionType::Sample;
-    m.schedule.clip_sample = false;
-    m.num_classes = static_cast<int>(classes);
-    m.native_width = m.native_height = 8;
-    m.set_class_labels = [this](const at::Tensor& l) { labels = l; };
-    m.network = [this](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
-      if (!labels.defined()) throw gd::Error("no class set");
-      calls.push_back(labels.clone());
-      const at::Tensor l = labels.to(at::kFloat).expand({x.size(0)});  // [N]
-      const at::Tensor lv = at::where(l < 0, at::zeros_like(l), l / (classes - 1) * 2 - 1);  // [N]
-      return lv.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();  // [N, C, H, W]
-    };
-    return m;
-  }
-};
-
-}  // namespace
+using gd::test::FlatClassModel;
 
 TEST(Guidance, CombinesTheClassAndTheMeanClass) {
   at::Tensor labels = at::tensor({2, 4}, at::kLong);
@@ -127,7 +96,7 @@ TEST(Guidance, DescriptionAndChecks) {
 }
 
 TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
-  FlatGuidedModel fake;
+  FlatClassModel fake;
   gd::core::PipelineModel model = fake.model();
   gd::core::GenerateOptions options;
   options.sampler = "ddim";
