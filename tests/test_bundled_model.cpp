@@ -16,10 +16,10 @@
 #include <fstream>
 
 #include "core/pipeline.h"
+#include "image_files/image_io.h"
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 #include "tests/test_files.h"
-#include "tools/cli/image_io.h"
 
 namespace fs = std::filesystem;
 
@@ -59,7 +59,8 @@ double psnr(const at::Tensor& a, const at::Tensor& b) {
 // A held-out texture as [1, 3, size, size] in [0, 1], repeated to fill the size (GIMP's
 // patterns tile seamlessly).
 at::Tensor heldout_texture(const std::string& name, int size) {
-  const gd::cli::Image image = gd::cli::read_image(gd::test::data_path("heldout-textures/" + name));
+  const gd::image_files::Image image =
+      gd::image_files::read_image(gd::test::data_path("heldout-textures/" + name));
   at::Tensor hwc = at::from_blob(const_cast<float*>(image.pixels.data()),
                                  {image.height, image.width, image.channels}, at::kFloat);
   at::Tensor chw = hwc.narrow(2, 0, 3).permute({2, 0, 1});

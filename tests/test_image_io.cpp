@@ -1,4 +1,4 @@
-// PNG and safetensors image input/output of the CLI (tools/cli/image_io.h): round trips,
+// PNG and safetensors image input/output (image_files/image_io.h): round trips,
 // hostile and broken files, and the no-partial-output guarantee of the writers.
 //
 // Test PNGs are made here: with libpng for the layouts our writer does not produce (palette,
@@ -26,16 +26,16 @@
 #include <vector>
 
 #include "core/error.h"
+#include "image_files/image_io.h"
 #include "models/safetensors_reader.h"
-#include "tools/cli/image_io.h"
 
 namespace fs = std::filesystem;
-using gd::cli::Image;
-using gd::cli::numbered_paths;
-using gd::cli::read_image;
-using gd::cli::read_images;
-using gd::cli::write_png;
-using gd::cli::write_safetensors_image;
+using gd::image_files::Image;
+using gd::image_files::numbered_paths;
+using gd::image_files::read_image;
+using gd::image_files::read_images;
+using gd::image_files::write_png;
+using gd::image_files::write_safetensors_image;
 
 namespace {
 

@@ -19,13 +19,13 @@
 #include "core/error.h"
 #include "core/prediction.h"
 #include "core/training.h"
+#include "image_files/image_io.h"
 #include "models/diffusers_unet.h"
 #include "models/diffusers_writer.h"
 #include "models/model_loader.h"
 #include "tests/test_files.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
-#include "tools/cli/image_io.h"
 
 namespace fs = std::filesystem;
 using gd::core::PredictionType;
@@ -283,12 +283,12 @@ void write_textures(const std::string& dir, int count, int side) {
   fs::create_directories(dir);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
   for (int i = 0; i < count; ++i) {
-    gd::cli::Image image;
+    gd::image_files::Image image;
     image.width = image.height = side;
     image.channels = 3;
     at::Tensor px = (at::rand({side, side, 3}, gen) * 0.3 + 0.35).contiguous();
     image.pixels.assign(px.data_ptr<float>(), px.data_ptr<float>() + px.numel());
-    gd::cli::write_png(dir + "/tex" + std::to_string(i) + ".png", image, 8);
+    gd::image_files::write_png(dir + "/tex" + std::to_string(i) + ".png", image, 8);
   }
 }
 

@@ -7,25 +7,44 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
+#include "image_files/image_tensor.h"
 #include "models/class_names.h"
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/device_option.h"
-#include "tools/cli/image_tensor.h"
 #include "tools/cli/progress.h"
 
 namespace gd::cli {
 
 namespace {
+
+using image_files::check_writable;
+using image_files::LoadedImage;
+using image_files::read_image_tensor;
+using image_files::write_image_tensor;
+
+// ".png" or ".safetensors" (lower case); anything else is a UsageError naming the path, before
+// the model is loaded.
+std::string output_extension(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext != ".png" && ext != ".safetensors") {
+    throw UsageError("output '" + path + "' must end in .png or .safetensors");
+  }
+  return ext;
+}
 
 const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
                                              "objective", "device", "output", "bit-depth", "precision",

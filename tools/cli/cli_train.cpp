@@ -39,6 +39,7 @@
 #include "core/error.h"
 #include "core/pipeline.h"
 #include "core/training.h"
+#include "image_files/image_io.h"
 #include "models/class_names.h"
 #include "models/diffusers_unet.h"
 #include "models/diffusers_writer.h"
@@ -46,7 +47,6 @@
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/device_option.h"
-#include "tools/cli/image_io.h"
 
 namespace gd::cli {
 
@@ -288,7 +288,7 @@ Dataset load_dataset(const std::string& dir, int size, bool tile) {
   std::sort(paths.begin(), paths.end());
   Dataset data;
   for (const std::string& path : paths) {
-    const Image image = read_image(path);
+    const image_files::Image image = image_files::read_image(path);
     if (!tile && (image.width < size || image.height < size)) {
       throw Error(path + ": " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                   " is smaller than the " + std::to_string(size) + "x" + std::to_string(size) +
@@ -450,12 +450,12 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
     grid.narrow(1, pad + r * cell, s.size).narrow(2, pad + c * cell, s.size).copy_(images[i]);
   }
   at::Tensor hwc = grid.permute({1, 2, 0}).contiguous();
-  Image image;
+  image_files::Image image;
   image.width = static_cast<int>(hwc.size(1));
   image.height = static_cast<int>(hwc.size(0));
   image.channels = 3;
   image.pixels.assign(hwc.data_ptr<float>(), hwc.data_ptr<float>() + hwc.numel());
-  write_png(path, image, 8);
+  image_files::write_png(path, image, 8);
   std::fprintf(stderr, "step %lld: samples in %s\n", static_cast<long long>(step), path.c_str());
 }
 

@@ -1,4 +1,4 @@
-#include "tools/cli/image_tensor.h"
+#include "image_files/image_tensor.h"
 
 #include <ATen/ATen.h>
 #include <unistd.h>
@@ -8,21 +8,11 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "tools/cli/cli_args.h"
-#include "tools/cli/image_io.h"
+#include "image_files/image_io.h"
 
-namespace gd::cli {
+namespace gd::image_files {
 
 namespace fs = std::filesystem;
-
-std::string output_extension(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (ext != ".png" && ext != ".safetensors") {
-    throw UsageError("output '" + path + "' must end in .png or .safetensors");
-  }
-  return ext;
-}
 
 void check_writable(const std::string& path) {
   std::error_code ec;
@@ -58,7 +48,12 @@ void write_image_tensor(const std::string& path, const at::Tensor& images, int b
   at::Tensor x = images.to(at::kCPU, at::kFloat).clamp(0, 1).contiguous();  // [N, C, H, W]
   const int n = static_cast<int>(x.size(0)), c = static_cast<int>(x.size(1));
   const int h = static_cast<int>(x.size(2)), w = static_cast<int>(x.size(3));
-  if (output_extension(path) == ".safetensors") {
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (ext != ".png" && ext != ".safetensors") {
+    throw Error(path + ": cannot write images as '" + ext + "' (.png or .safetensors)");
+  }
+  if (ext == ".safetensors") {
     std::vector<float> nchw(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
     write_safetensors_image(path, nchw, n, c, h, w);
     return;
@@ -76,4 +71,4 @@ void write_image_tensor(const std::string& path, const at::Tensor& images, int b
   }
 }
 
-}  // namespace gd::cli
+}  // namespace gd::image_files

@@ -1,8 +1,9 @@
-// Image files for the CLI: PNG (through libpng) and safetensors (a float32 tensor "image").
+// Image files for the CLI, the trainer and the tests: PNG (through libpng) and safetensors (a
+// float32 tensor "image").
 //
 // Deliberately LibTorch-free: images travel as plain interleaved floats so this code and its
 // hostile-input tests build and run without LibTorch (and under sanitizers). The caller turns
-// an Image into a [1, C, H, W] tensor where it needs one.
+// an Image into a [1, C, H, W] tensor where it needs one (image_tensor.h, the LibTorch half).
 //
 // Every failure is one gd::Error line that names the path and the problem
 // ("out/x.png: cannot create a file in 'out' (No such file or directory)").
@@ -12,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace gd::cli {
+namespace gd::image_files {
 
 // Images larger than this are refused after reading the header and before any pixel buffer is
 // allocated: a 100000x100000 PNG header costs 33 bytes but would ask for 160 GB of floats.
@@ -74,4 +75,4 @@ void write_safetensors_image(const std::string& path, const std::vector<float>& 
 // extension. count 0 gives {}; a negative count is a gd::Error.
 std::vector<std::string> numbered_paths(const std::string& path, int count);
 
-}  // namespace gd::cli
+}  // namespace gd::image_files
