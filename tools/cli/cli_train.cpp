@@ -419,8 +419,8 @@ void load_checkpoint(const std::string& path, Run& run, c10::Device device) {
 void write_sample_grid(const std::string& path, const Settings& s, models::DiffusersUNet& ema_net,
                        std::int64_t step) {
   core::PipelineModel model;
-  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return ema_net.forward(x, t, sc);
+  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) {
+    return ema_net.forward(x, t, cond);
   };
   model.schedule = s.schedule;
   model.channels = 3;
@@ -428,7 +428,6 @@ void write_sample_grid(const std::string& path, const Settings& s, models::Diffu
   model.native_width = model.native_height = s.size;
   model.device = s.device;
   model.num_classes = static_cast<int>(ema_net.num_classes());
-  model.set_class_labels = [&ema_net](const at::Tensor& labels) { ema_net.set_class_labels(labels); };
   core::GenerateOptions options;  // class-conditional: classes drawn from the seed, every time the same
   options.sampler = "ddim";
   options.steps = s.sample_steps;
@@ -605,8 +604,13 @@ int run_train(const std::vector<std::string>& argv) {
 
   const core::DiffusionLoss loss(s.schedule, s.loss, s.offset_noise);
   models::DiffusersUNet* net = run.net.get();
-  const core::ModelFn fn = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net->forward(x, t, sc);
+  at::Tensor labels;  // class-conditional runs: [B] int64, each crop's image; set for every batch
+  const core::ModelFn fn = [net, &labels](const at::Tensor& x, const at::Tensor& t,
+                                          const std::optional<at::Tensor>& sc) {
+    core::Conditioning cond;
+    cond.class_labels = labels;
+    cond.self_cond = sc;
+    return net->forward(x, t, cond);
   };
 
   auto save = [&]() {
@@ -625,9 +629,9 @@ int run_train(const std::vector<std::string>& argv) {
     double step_loss = 0;
     for (int micro = 0; micro < s.accumulate; ++micro) {
       // Crops are cut on the CPU (the generator lives there), then moved: [B, 3, S, S].
-      at::Tensor labels;  // [B] int64: each crop's image
-      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen, &labels).to(s.device);
-      if (s.classes) net->set_class_labels(labels.to(s.device));
+      at::Tensor crop_labels;  // [B] int64: each crop's image
+      const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen, &crop_labels).to(s.device);
+      labels = s.classes ? crop_labels.to(s.device) : at::Tensor();
       at::Tensor value;
       {
         Bf16Autocast autocast(s.bf16, s.device.type());
