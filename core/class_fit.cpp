@@ -14,12 +14,6 @@ namespace gd::core {
 
 namespace {
 
-// Clears the labels however the fit ends, so no later call runs with a stale class.
-struct ClearLabels {
-  const PipelineModel& model;
-  ~ClearLabels() { model.set_class_labels(at::Tensor()); }
-};
-
 // A centred crop of side at most kClassFitCrop, kept a multiple of the downsampling factor.
 at::Tensor centre_crop(const at::Tensor& x, int factor) {
   auto side = [factor](std::int64_t n) {
@@ -34,13 +28,12 @@ at::Tensor centre_crop(const at::Tensor& x, int factor) {
 
 std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep,
                                                const StepFn& on_call) {
-  if (model.num_classes <= 0 || !model.set_class_labels) {
+  if (model.num_classes <= 0) {
     throw not_class_conditional();
   }
   const int T = model.schedule.num_train_timesteps;
   const at::Tensor alphas_cumprod = model_alphas_cumprod(model.schedule);  // [T] float32
   const int lo = std::clamp(min_timestep, 0, T - 1);
-  const ClearLabels clear{model};
   const std::int64_t classes = model.num_classes;
 
   if (x.size(0) == 0) return {};
@@ -63,10 +56,11 @@ std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const
       const at::Tensor x_t = alpha * x0 + sigma * eps;          // [1, C, h, w]
       for (std::int64_t first = 0; first < classes; first += chunk) {
         const std::int64_t count = std::min(chunk, classes - first);
-        model.set_class_labels(at::arange(first, first + count, at::kLong));
+        Conditioning cond;
+        cond.class_labels = at::arange(first, first + count, at::kLong);  // [count]
         const at::Tensor batch = x_t.expand({count, -1, -1, -1}).contiguous();  // [count, C, h, w]
         const at::Tensor out = model.network(batch.to(model.device, model.dtype),
-                                             at::full({count}, t, at::kLong).to(model.device), std::nullopt)
+                                             at::full({count}, t, at::kLong).to(model.device), cond)
                                    .to(at::kCPU, at::kFloat);
         const at::Tensor x0_pred = interpret_output(model.schedule.prediction_type, batch, out, alpha, sigma).x0;
         error.narrow(0, first, count) += (x0_pred - x0).pow(2).mean({1, 2, 3}).to(at::kDouble);

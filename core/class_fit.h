@@ -28,8 +28,8 @@ constexpr int kClassFitTimesteps = 2;
 
 // One class per image of x ([N, C, H, W] in model space [-1, 1]). min_timestep: the noise level
 // the image already has (denoise), so that the added noise dominates it; 0 for clean images.
-// The noise is drawn from a fixed seed, so the choice depends on the image only. Leaves the
-// model's class labels cleared. Throws gd::Error for an unconditional model. on_call, if set, is
+// The noise is drawn from a fixed seed, so the choice depends on the image only. Throws
+// gd::Error for an unconditional model. on_call, if set, is
 // called after each network call with (calls done, calls in all); returning false throws
 // gd::Cancelled.
 std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep,

@@ -22,12 +22,10 @@
 #include <limits>
 #include <string>
 
+#include "core/conditioning.h"
 #include "core/sampler.h"
 
 namespace gd::core {
-
-// The class label that stands for the mean of all class embeddings (Network::set_class_labels).
-inline constexpr std::int64_t kMeanClassLabel = -1;
 
 struct Guidance {
   double scale = 1.0;  // 1: off (one network call per step); from 1 to kMaxGuidanceScale
@@ -43,18 +41,27 @@ inline constexpr double kMaxGuidanceScale = 20.0;
 // Throws gd::Error naming the problem: a scale outside [1, kMaxGuidanceScale], a limit outside
 // [1, num_train_timesteps] (unless it is the default), or guidance for a model without classes.
 void check_guidance(const Guidance& guidance, int num_classes, int num_train_timesteps);
+// The same without the model's classes: the scale and the limit alone.
+void check_guidance_values(const Guidance& guidance, int num_train_timesteps);
 
 // "guidance 2 below timestep 500", "guidance 2", or "" when off: for progress text and layer
 // names, so a result says how it was made.
 std::string describe_guidance(const Guidance& guidance);
 
-// Wraps `network` (whose labels are `labels`, already set) so that each call at a guided
-// timestep also runs the network under the mean class and returns the guided output. The
-// labels are set back after each such call. With learned variance (more output channels than
+// The sampler's callback for one run: `network` under the run's conditioning (labels [N] of the
+// images' classes, or undefined; padding), guided where `guidance` says. At a guided timestep
+// the class and the mean class are evaluated in one call of batch 2N when the batch has at
+// most `max_batched_pixels` pixels (N * H * W per half), else in two calls of N; the results
+// agree to float rounding. With learned variance (more output channels than
 // `prediction_channels`), only the prediction channels are guided; the variance stays the
 // class's own. The callback sees the first timestep of t as the batch's (the samplers give
 // every image the same one).
-ModelFn guided_network(const ModelFn& network, const std::function<void(const at::Tensor&)>& set_class_labels,
-                       const at::Tensor& labels, const Guidance& guidance, std::int64_t prediction_channels);
+ModelFn conditioned_network(const NetworkFn& network, const Conditioning& cond, const Guidance& guidance,
+                            std::int64_t prediction_channels, std::int64_t max_batched_pixels);
+
+// Batch 2N guidance up to this many pixels per half (N * H * W): one 512x512 image. Larger
+// batches are split in two calls, which keeps the peak memory of a guided step that of an
+// unguided one.
+inline constexpr std::int64_t kMaxBatchedGuidancePixels = 512LL * 512LL;
 
 }  // namespace gd::core

@@ -21,19 +21,9 @@ std::int64_t round_up(std::int64_t value, std::int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
-void check_size(std::int64_t width, std::int64_t height, std::int64_t batch) {
-  if (width < 1 || height < 1) throw Error("width and height must be at least 1");
-  if (batch < 1) throw Error("batch must be at least 1");
-  if (width > 65536 || height > 65536 || width * height * batch > kMaxPixels) {
-    throw Error(std::to_string(width) + "x" + std::to_string(height) + " x " +
-                std::to_string(batch) + " images exceed the limit of " +
-                std::to_string(kMaxPixels) + " pixels per run");
-  }
-}
-
 void check_image(const at::Tensor& image) {
   if (image.dim() != 4) throw Error("an image must be [N, C, H, W]");
-  check_size(image.size(3), image.size(2), image.size(0));
+  check_run_size(image.size(3), image.size(2), image.size(0));
 }
 
 struct Prepared {
@@ -56,12 +46,11 @@ Prepared prepare(const PipelineModel& model, const RunOptions& options) {
 }
 
 // The network in float32 model space, whatever device and dtype it runs in.
-ModelFn network_in_float(const PipelineModel& model) {
-  return [&model](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    std::optional<at::Tensor> self_cond;
-    if (sc) self_cond = sc->to(model.device, model.dtype);
-    return model.network(x.to(model.device, model.dtype), t.to(model.device), self_cond)
-        .to(at::kFloat);
+NetworkFn network_in_float(const PipelineModel& model) {
+  return [&model](const at::Tensor& x, const at::Tensor& t, const Conditioning& cond) {
+    Conditioning on_device = cond;
+    if (cond.self_cond) on_device.self_cond = cond.self_cond->to(model.device, model.dtype);
+    return model.network(x.to(model.device, model.dtype), t.to(model.device), on_device).to(at::kFloat);
   };
 }
 
@@ -79,54 +68,6 @@ at::Tensor crop(const at::Tensor& x, std::int64_t height, std::int64_t width) {
   return x.narrow(2, 0, height).narrow(3, 0, width);
 }
 
-// Turns the network's circular padding on for one run and off again however the run ends.
-class SeamlessScope {
- public:
-  SeamlessScope(const PipelineModel& model, bool on, std::int64_t height, std::int64_t width)
-      : model_(on ? &model : nullptr) {
-    if (!on) return;
-    const int factor = std::max(1, model.downsampling_factor);
-    if (height % factor != 0 || width % factor != 0) {
-      throw Error("seamless output needs a width and height that are multiples of " +
-                  std::to_string(factor) + " (got " + std::to_string(width) + "x" +
-                  std::to_string(height) + ")");
-    }
-    if (!model.set_seamless || !model.set_seamless(true)) {
-      throw Error("this model cannot make seamless textures (its padding is not ours to change)");
-    }
-  }
-  ~SeamlessScope() {
-    if (model_) model_->set_seamless(false);
-  }
-  SeamlessScope(const SeamlessScope&) = delete;
-  SeamlessScope& operator=(const SeamlessScope&) = delete;
-
- private:
-  const PipelineModel* model_;
-};
-
-// Sets the class labels of a class-conditional model for one run (nothing for an empty list),
-// reports them through options.on_classes, and clears them however the run ends.
-class ClassScope {
- public:
-  ClassScope(const PipelineModel& model, const std::vector<std::int64_t>& classes, const RunOptions& options)
-      : model_(nullptr) {
-    if (classes.empty()) return;
-    if (!model.set_class_labels) throw Error("this model's classes cannot be set");
-    model.set_class_labels(at::tensor(classes, at::kLong));
-    model_ = &model;
-    if (options.on_classes) options.on_classes(classes);
-  }
-  ~ClassScope() {
-    if (model_) model_->set_class_labels(at::Tensor());
-  }
-  ClassScope(const ClassScope&) = delete;
-  ClassScope& operator=(const ClassScope&) = delete;
-
- private:
-  const PipelineModel* model_;
-};
-
 // The classes of a run that starts from an image (x: [N, C, H, W] in model space): the given
 // class, or the best fit for each image. Checks the option first, so a bad class costs nothing.
 std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const RunOptions& options,
@@ -136,11 +77,18 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
   return best_fitting_classes(model, x, min_timestep, options.on_class_fit);
 }
 
-// The callback the sampler runs: the network in float32, guided where the run asks for it. The
-// labels are the ones the run's ClassScope set.
-ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes, const Guidance& guidance) {
-  return guided_network(network_in_float(model), model.set_class_labels, at::tensor(classes, at::kLong), guidance,
-                        model.channels);
+// The callback the sampler runs: the network in float32 under the run's classes (reported
+// through options.on_classes) and padding, guided where the run asks for it.
+ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes, Padding padding,
+                    const Guidance& guidance, const RunOptions& options) {
+  Conditioning cond;
+  cond.padding = padding;
+  if (!classes.empty()) {
+    cond.class_labels = at::tensor(classes, at::kLong);  // [N], on the CPU
+    if (options.on_classes) options.on_classes(classes);
+  }
+  return conditioned_network(network_in_float(model), cond, guidance, model.channels,
+                             options.max_batched_guidance_pixels);
 }
 
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
@@ -148,6 +96,28 @@ at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1
 }
 
 }  // namespace
+
+void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch) {
+  if (width < 1 || height < 1) throw Error("width and height must be at least 1");
+  if (batch < 1) throw Error("batch must be at least 1");
+  if (width > 65536 || height > 65536 || width * height * batch > kMaxPixels) {
+    throw Error(std::to_string(width) + "x" + std::to_string(height) + " x " + std::to_string(batch) +
+                " images are too large: the limit is " + std::to_string(kMaxPixels) + " pixels per run");
+  }
+}
+
+Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height, std::int64_t width) {
+  if (!seamless) return Padding::Zeros;
+  const int factor = std::max(1, model.downsampling_factor);
+  if (height % factor != 0 || width % factor != 0) {
+    throw Error("seamless output needs a width and height that are multiples of " + std::to_string(factor) +
+                " (got " + std::to_string(width) + "x" + std::to_string(height) + ")");
+  }
+  if (!model.circular_padding) {
+    throw Error("this model cannot make seamless textures (its padding is not ours to change)");
+  }
+  return Padding::Circular;
+}
 
 Guidance run_guidance(const PipelineModel& model, const RunOptions& options, bool generating) {
   Guidance g = generating ? model.generate_guidance : Guidance{};
@@ -223,11 +193,10 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   if (width <= 0 || height <= 0) {
     throw Error("the model does not record its image size: give the width and height");
   }
-  check_size(width, height, options.batch);
-  const SeamlessScope seamless(model, options.seamless, height, width);
+  check_run_size(width, height, options.batch);
+  const Padding padding = run_padding(model, options.seamless, height, width);
   const Guidance guidance = run_guidance(model, options, true);
   const std::vector<std::int64_t> labels = run_classes(model.num_classes, options, options.batch);
-  const ClassScope classes(model, labels, options);
   Prepared p = prepare(model, options);
   // Work at the next multiple of the factor and crop the top-left corner: for sizes that are
   // multiples nothing changes and the result is the reference's exactly.
@@ -235,7 +204,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
   at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
   at::Tensor x = noise * p.sampler->init_noise_sigma();
-  x = p.sampler->run(x, 0, run_network(model, labels, guidance), p.generator, options.on_step);
+  x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options), p.generator, options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -254,13 +223,12 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
                 " steps leaves no step to run; raise the strength or the steps");
   }
   const std::int64_t height = image.size(2), width = image.size(3);
-  const SeamlessScope seamless(model, options.seamless, height, width);
+  const Padding padding = run_padding(model, options.seamless, height, width);
   at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   const std::vector<std::int64_t> labels = classes_for_images(model, options, init, 0);
-  const ClassScope classes(model, labels, options);
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
-  x = p.sampler->run(x, first, run_network(model, labels, guidance), p.generator, options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options), p.generator, options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -314,9 +282,9 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   at::Tensor x0_noisy = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   // The class is fitted on noise added above the image's own level (t*).
   const std::vector<std::int64_t> labels = classes_for_images(model, options, x0_noisy, t_star);
-  const ClassScope classes(model, labels, options);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
-  x = p.sampler->run(x, first, run_network(model, labels, guidance), p.generator, options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options), p.generator,
+                     options.on_step);
   result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
   return result;
 }

@@ -19,15 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "core/conditioning.h"
 #include "core/guidance.h"
 #include "core/sampler.h"
 #include "core/schedule.h"
 
 namespace gd::core {
 
-// What the pipelines need to know about a loaded model.
+// What the pipelines need to know about a loaded model. Nothing in it changes during a run:
+// each call's classes and padding travel in its Conditioning.
 struct PipelineModel {
-  ModelFn network;                // raw network output for (x, t, self_cond)
+  NetworkFn network;
   ScheduleConfig schedule;
   int channels = 3;               // image channels the network denoises
   int downsampling_factor = 1;    // sizes are padded up to multiples of this
@@ -35,13 +37,10 @@ struct PipelineModel {
   int native_height = 0;
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;  // network dtype; sampling maths stays float32
-  // Switches the network's circular padding on or off (Network::set_seamless); empty or
-  // returning false: the model cannot make seamless textures.
-  std::function<bool(bool)> set_seamless;
-  // Class-conditional models: the number of classes (0: unconditional) and how to set the
-  // labels of the following network calls ([N] int64; an undefined tensor clears them).
+  // Whether the network can pad circularly (Padding::Circular): seamless textures.
+  bool circular_padding = false;
+  // Class-conditional models: the number of classes (0: unconditional).
   int num_classes = 0;
-  std::function<void(const at::Tensor&)> set_class_labels;
   // Class-conditional models: the guidance Generate uses by default (the model folder's
   // guidance.json; off for most models). img2img and denoise use none unless asked.
   Guidance generate_guidance;
@@ -75,6 +74,9 @@ struct RunOptions {
   // Guided steps are those with a timestep below this. 0: the default (the model's for
   // generate, every step otherwise). An error for an unguided run.
   int guidance_below = 0;
+  // Guided steps evaluate the class and the mean class in one network call of 2N up to this
+  // many pixels per half (N * H * W), in two calls of N above (core/guidance.h). 0: always two.
+  std::int64_t max_batched_guidance_pixels = kMaxBatchedGuidancePixels;
 };
 
 struct GenerateOptions : RunOptions {
@@ -134,5 +136,13 @@ at::Tensor from_model_channels(const at::Tensor& image, int image_channels);
 // Largest width * height * batch the pipelines accept, checked before anything is allocated:
 // a 128-channel UNet activation at this size is already 8 GiB of float32.
 constexpr std::int64_t kMaxPixels = 4096LL * 4096LL;
+
+// Throws gd::Error unless width, height and batch are at least 1 and within kMaxPixels.
+void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch);
+
+// The padding of a run: circular for seamless output. Throws gd::Error when the model cannot
+// pad circularly or the size is not a multiple of its downsampling factor (a cropped result
+// would no longer tile).
+Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height, std::int64_t width);
 
 }  // namespace gd::core

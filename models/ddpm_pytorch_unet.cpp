@@ -391,23 +391,23 @@ at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
   return at::linear(h, time_lin2_w_, time_lin2_b_);                     // [N, 4 dim]
 }
 
-at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x,
+at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, bool circular,
                                 const at::Tensor& time_emb) const {
   // (scale, shift) from the time embedding modulate the first block after its norm.
   at::Tensor ss = at::linear(at::silu(time_emb), b.mlp_weight, b.mlp_bias);  // [N, 2 C]
   ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                            // [N, 2 C, 1, 1]
   auto chunks = ss.chunk(2, 1);
-  at::Tensor h = rms_norm(conv(seamless_, x, b.proj1.weight, b.proj1.bias, 1), b.norm1_g);  // [N, C, H, W]
+  at::Tensor h = rms_norm(conv(circular, x, b.proj1.weight, b.proj1.bias, 1), b.norm1_g);  // [N, C, H, W]
   h = at::silu(h * (chunks[0] + 1) + chunks[1]);
-  h = at::silu(rms_norm(conv(seamless_, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
-  at::Tensor skip = b.res_conv ? conv(seamless_, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
+  h = at::silu(rms_norm(conv(circular, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
+  at::Tensor skip = b.res_conv ? conv(circular, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
   return h + skip;
 }
 
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
   const std::int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const std::int64_t heads = a.heads, d = a.dim_head;
-  at::Tensor qkv = conv(seamless_, rms_norm(x, a.norm_g), a.to_qkv, {}, 0);  // [N, 3 heads d, H, W]
+  at::Tensor qkv = conv(/*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {}, 0);  // [N, 3 heads d, H, W]
   auto parts = qkv.chunk(3, 1);
   // Channels split as (heads, d), heads outermost.
   at::Tensor q = parts[0].reshape({n, heads, d, h * w});  // [N, heads, d, HW]
@@ -424,7 +424,7 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
     at::Tensor attn = sim.softmax(-1);
     out = at::einsum("bhij,bhjd->bhid", {attn, v});  // [N, heads, HW, d]
     out = out.permute({0, 1, 3, 2}).reshape({n, heads * d, h, w});
-    return conv(seamless_, out, a.to_out.weight, a.to_out.bias, 0);
+    return conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0);
   }
   // Linear attention: queries softmaxed over the feature axis, keys over positions.
   k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k}, -1);  // [N, heads, d, M + HW]
@@ -434,12 +434,14 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
   at::Tensor context = at::einsum("bhdn,bhen->bhde", {k, v});  // [N, heads, d, d]
   out = at::einsum("bhde,bhdn->bhen", {context, q});           // [N, heads, d, HW]
   out = out.reshape({n, heads * d, h, w});
-  return rms_norm(conv(seamless_, out, a.to_out.weight, a.to_out.bias, 0), a.out_norm_g);
+  return rms_norm(conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0), a.out_norm_g);
 }
 
-at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
-                             const std::optional<at::Tensor>& self_cond) const {
+at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t, const core::Conditioning& cond) const {
   const DdpmUnetConfig& c = config_;
+  check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/true, kWhat);
+  const bool circular = cond.padding == core::Padding::Circular;
+  const std::optional<at::Tensor>& self_cond = cond.self_cond;
   if (x_in.dim() != 4 || x_in.size(1) != c.channels) {
     throw Error(std::string(kWhat) + ": input has shape " + shape_string(x_in.sizes().vec()) +
                 ", expected [N, " + std::to_string(c.channels) + ", H, W]");
@@ -465,43 +467,43 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     x = at::cat({cond, x}, 1);  // [N, 2 C, H, W], condition first
   }
 
-  x = conv(seamless_, x, init_conv_.weight, init_conv_.bias, 3);  // [N, init_dim, H, W]
+  x = conv(circular, x, init_conv_.weight, init_conv_.bias, 3);  // [N, init_dim, H, W]
   const at::Tensor r = x;
   const at::Tensor temb = time_embedding(t);  // [N, 4 dim]
 
   std::vector<at::Tensor> skips;  // two per stage, consumed in reverse on the way up
   for (const Stage& s : downs_) {
-    x = run_resnet(s.block1, x, temb);
+    x = run_resnet(s.block1, x, circular, temb);
     skips.push_back(x);
-    x = run_resnet(s.block2, x, temb);
+    x = run_resnet(s.block2, x, circular, temb);
     x = run_attention(s.attn, x) + x;
     skips.push_back(x);
     // Downsample: 'b c (h 2) (w 2) -> b (c 2 2) h w' is pixel_unshuffle, then a 1x1 conv.
     if (s.rescale) x = at::pixel_unshuffle(x, 2);
-    x = conv(seamless_, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
-  x = run_resnet(mid_block1_, x, temb);  // [N, mid, H / f, W / f]
+  x = run_resnet(mid_block1_, x, circular, temb);  // [N, mid, H / f, W / f]
   x = run_attention(mid_attn_, x) + x;
-  x = run_resnet(mid_block2_, x, temb);
+  x = run_resnet(mid_block2_, x, circular, temb);
 
   for (const Stage& s : ups_) {
     x = at::cat({x, skips.back()}, 1);
     skips.pop_back();
-    x = run_resnet(s.block1, x, temb);
+    x = run_resnet(s.block1, x, circular, temb);
     x = at::cat({x, skips.back()}, 1);
     skips.pop_back();
-    x = run_resnet(s.block2, x, temb);
+    x = run_resnet(s.block2, x, circular, temb);
     x = run_attention(s.attn, x) + x;
     if (s.rescale) {
       x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}, 2.0, 2.0);  // [N, C, 2H, 2W]
     }
-    x = conv(seamless_, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
   x = at::cat({x, r}, 1);  // [N, 2 init_dim, H, W]
-  x = run_resnet(final_res_block_, x, temb);
-  return conv(seamless_, x, final_conv_.weight, final_conv_.bias, 0);  // [N, out_dim, H, W]
+  x = run_resnet(final_res_block_, x, circular, temb);
+  return conv(circular, x, final_conv_.weight, final_conv_.bias, 0);  // [N, out_dim, H, W]
 }
 
 }  // namespace gd::models

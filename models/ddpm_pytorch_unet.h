@@ -79,16 +79,12 @@ class DdpmUnet : public Network {
   // params()->load(weights, prefix, source).
   DdpmUnet(const DdpmUnetConfig& config, c10::TensorOptions options);
 
-  // x: [N, channels, H, W]; t: [N] int64 (or float) timesteps; self_cond: [N, channels, H, W]
-  // previous x0 estimate, zeros when absent (only used with self_condition).
-  // Returns [N, out_dim, H, W].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
-                     const std::optional<at::Tensor>& self_cond) const override;
+  // x: [N, channels, H, W]; t: [N] int64 (or float) timesteps; cond.self_cond: [N, channels,
+  // H, W] previous x0 estimate, zeros when absent (only used with self_condition); either
+  // padding; no classes. Returns [N, out_dim, H, W].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
 
-  bool set_seamless(bool on) override {
-    seamless_ = on;
-    return true;
-  }
+  bool supports_circular_padding() const override { return true; }
   ParamStore* params() override { return &params_; }
   const DdpmUnetConfig& config() const { return config_; }
 
@@ -124,12 +120,11 @@ class DdpmUnet : public Network {
                                std::int64_t heads, std::int64_t dim_head);
 
   at::Tensor time_embedding(const at::Tensor& t) const;
-  at::Tensor run_resnet(const ResnetBlock& block, const at::Tensor& x,
+  at::Tensor run_resnet(const ResnetBlock& block, const at::Tensor& x, bool circular,
                         const at::Tensor& time_emb) const;
   at::Tensor run_attention(const AttentionBlock& attn, const at::Tensor& x) const;
 
   DdpmUnetConfig config_;
-  bool seamless_ = false;  // circular padding in every convolution
   ParamStore params_;
   Conv init_conv_;
   at::Tensor time_fourier_weights_;  // learned/random sinusoidal only

@@ -212,18 +212,17 @@ DiffusersUNet::DiffusersUNet(const UNet2DConfig& config, c10::TensorOptions opti
   }
 }
 
-void DiffusersUNet::set_class_labels(const at::Tensor& labels) {
-  if (labels.defined()) check_class_labels(labels, config_.num_class_embeds, /*allow_mean=*/true);
-  class_labels_ = labels.defined() ? labels.reshape({-1}) : at::Tensor();
-  table_with_mean_ = at::Tensor();
-  // The mean class (guidance): built here, once per label change, so that forward needs no
-  // device-to-host check. The mean is taken in float32 whatever the weights' dtype.
-  if (labels.defined() && (labels.to(at::kCPU) < 0).any().item<bool>()) {
-    const std::int64_t k = class_embedding_.size(0);
-    const at::Tensor mean = class_embedding_.to(at::kFloat).mean(0, true).to(class_embedding_.scalar_type());
-    table_with_mean_ = at::cat({class_embedding_, mean});  // [K + 1, T]
-    class_labels_ = at::where(class_labels_ < 0, at::full_like(class_labels_, k), class_labels_);
-  }
+at::Tensor DiffusersUNet::class_rows(const at::Tensor& labels) const {
+  // The mean class (guidance) is row num_class_embeds of a table extended by the mean of all
+  // rows, taken in float32 whatever the weights' dtype. Labels are checked on the CPU, where
+  // the pipelines keep them, so this costs no device sync.
+  const at::Tensor cpu = labels.to(at::kCPU);
+  if (!(cpu < 0).any().item<bool>()) return class_embedding_.index_select(0, labels.to(class_embedding_.device()));
+  const std::int64_t k = class_embedding_.size(0);
+  const at::Tensor mean = class_embedding_.to(at::kFloat).mean(0, true).to(class_embedding_.scalar_type());
+  const at::Tensor table = at::cat({class_embedding_, mean});                       // [K + 1, T]
+  const at::Tensor rows = at::where(cpu < 0, at::full_like(cpu, k), cpu);           // [N]
+  return table.index_select(0, rows.to(table.device()));                            // [N, T]
 }
 
 // ---- forward pieces -------------------------------------------------------------------------
@@ -293,7 +292,7 @@ at::Tensor DiffusersUNet::timestep_embedding(const at::Tensor& t) const {
 }
 
 at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
-                                     const at::Tensor& temb) const {
+                                     const at::Tensor& temb, bool circular) const {
   at::Tensor input = x;                                   // [N, Cin, H, W]
   at::Tensor h = activation_in_place(group_norm(r.norm1, x));  // [N, Cin, H, W]
   if (r.resample == Resample::Up) {
@@ -304,7 +303,7 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
     input = at::avg_pool2d(input, {2, 2}, {2, 2});  // [N, Cin, H/2, W/2]
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
   }
-  h = conv2d(seamless_, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(circular, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
   // The block applies act_fn to the time embedding itself before projecting it.
   at::Tensor t = at::linear(activation(temb), r.time_emb_proj.weight, r.time_emb_proj.bias)
                      .unsqueeze(-1)
@@ -316,9 +315,9 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
   } else {
     h = group_norm(r.norm2, h.add_(t));  // h is conv1's fresh output
   }
-  h = conv2d(seamless_, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
-    input = conv2d(seamless_, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
+    input = conv2d(circular, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
   at::Tensor out = h.add_(input);  // input + h: conv2's fresh output takes the sum
   // Dividing by 1 is exact, so skipping it changes nothing.
@@ -351,9 +350,11 @@ at::Tensor DiffusersUNet::run_attention(const Attention& a, const at::Tensor& x)
 // ---- forward --------------------------------------------------------------------------------
 
 at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in,
-                                  const std::optional<at::Tensor>& self_cond) const {
+                                  const core::Conditioning& cond) const {
   const UNet2DConfig& c = config_;
-  if (self_cond && self_cond->defined()) {
+  check_conditioning(cond, c.num_class_embeds, /*allow_mean=*/true, /*circular_ok=*/true, kWhat);
+  const bool circular = cond.padding == core::Padding::Circular;
+  if (cond.self_cond && cond.self_cond->defined()) {
     throw Error(std::string(kWhat) + ": this network has no self-conditioning input");
   }
   if (x_in.dim() != 4 || x_in.size(1) != c.in_channels) {
@@ -388,66 +389,60 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
   temb = at::linear(at::silu(temb), time_linear_2_.weight, time_linear_2_.bias);  // [N, T]
   if (class_embedding_.defined()) {
     // diffusers: emb = emb + class_embedding(class_labels), after the time MLP.
-    if (!class_labels_.defined()) {
-      throw Error(std::string(kWhat) + ": this model is class-conditional (" +
-                  std::to_string(c.num_class_embeds) + " classes) and was given no class");
-    }
-    at::Tensor labels = class_labels_.to(options.device());  // [N] or [1]
+    at::Tensor labels = cond.class_labels.reshape({-1});  // [N] or [1]
     if (labels.size(0) == 1 && n != 1) labels = labels.expand({n});
     if (labels.size(0) != n) {
       throw Error(std::string(kWhat) + ": " + std::to_string(labels.size(0)) +
                   " class labels for a batch of " + std::to_string(n));
     }
-    const at::Tensor& table = table_with_mean_.defined() ? table_with_mean_ : class_embedding_;
-    const at::Tensor rows = table.index_select(0, labels);  // [N, T]
-    temb = temb + rows.to(temb.scalar_type());  // [N, T]
+    temb = temb + class_rows(labels).to(temb.scalar_type());  // [N, T]
   }
 
-  at::Tensor h = conv2d(seamless_, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
+  at::Tensor h = conv2d(circular, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
   std::vector<at::Tensor> skips{h};  // consumed from the back on the way up
 
   for (const Block& block : down_blocks_) {
     for (std::size_t j = 0; j < block.resnets.size(); ++j) {
-      h = run_resnet(block.resnets[j], h, temb);
+      h = run_resnet(block.resnets[j], h, temb, circular);
       if (!block.attentions.empty()) h = run_attention(block.attentions[j], h);
       skips.push_back(h);
     }
     if (block.resample_conv) {
       if (block.zero_pad) {  // right, bottom
-        h = seamless_ ? circular_pad(h, 0, 1, 0, 1) : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
+        h = circular ? circular_pad(h, 0, 1, 0, 1) : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
       }
-      h = conv2d(seamless_, h, block.resample_conv->weight, block.resample_conv->bias,
+      h = conv2d(circular, h, block.resample_conv->weight, block.resample_conv->bias,
                  block.resample_conv->stride, block.resample_conv->padding);  // [N, C, H/2, W/2]
       skips.push_back(h);
     } else if (block.resample_resnet) {
-      h = run_resnet(*block.resample_resnet, h, temb);  // [N, C, H/2, W/2]
+      h = run_resnet(*block.resample_resnet, h, temb, circular);  // [N, C, H/2, W/2]
       skips.push_back(h);
     }
   }
 
   if (!mid_resnets_.empty()) {
-    h = run_resnet(mid_resnets_[0], h, temb);
+    h = run_resnet(mid_resnets_[0], h, temb, circular);
     if (mid_attention_) h = run_attention(*mid_attention_, h);
-    h = run_resnet(mid_resnets_[1], h, temb);
+    h = run_resnet(mid_resnets_[1], h, temb, circular);
   }
 
   for (const Block& block : up_blocks_) {
     for (std::size_t j = 0; j < block.resnets.size(); ++j) {
       h = at::cat({h, skips.back()}, 1);  // [N, C + C_skip, H, W], running features first
       skips.pop_back();
-      h = run_resnet(block.resnets[j], h, temb);
+      h = run_resnet(block.resnets[j], h, temb, circular);
       if (!block.attentions.empty()) h = run_attention(block.attentions[j], h);
     }
     if (block.resample_conv) {
       h = upsample2x(h);  // [N, C, 2H, 2W]
-      h = conv2d(seamless_, h, block.resample_conv->weight, block.resample_conv->bias, 1, 1);
+      h = conv2d(circular, h, block.resample_conv->weight, block.resample_conv->bias, 1, 1);
     } else if (block.resample_resnet) {
-      h = run_resnet(*block.resample_resnet, h, temb);  // [N, C, 2H, 2W]
+      h = run_resnet(*block.resample_resnet, h, temb, circular);  // [N, C, 2H, 2W]
     }
   }
 
   h = at::silu(group_norm(conv_norm_out_, h));                  // [N, C0, H, W]
-  return conv2d(seamless_, h, conv_out_.weight, conv_out_.bias, 1, 1);    // [N, Cout, H, W]
+  return conv2d(circular, h, conv_out_.weight, conv_out_.bias, 1, 1);    // [N, Cout, H, W]
 }
 
 }  // namespace gd::models

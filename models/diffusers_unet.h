@@ -6,7 +6,7 @@
 //   rename_legacy_attention_keys(weights);           // only matters for old .bin files
 //   DiffusersUNet unet(config, at::TensorOptions().dtype(at::kFloat));
 //   unet.params()->load(weights, "", "diffusion_pytorch_model.safetensors");
-//   at::Tensor eps = unet.forward(x, t, std::nullopt);   // [N, out_channels, H, W]
+//   at::Tensor eps = unet.forward(x, t, {});   // [N, out_channels, H, W]
 //
 // Every parameter is registered under its diffusers state-dict key
 // ("down_blocks.1.attentions.0.to_q.weight"), so the checkpoint loads name for name.
@@ -42,18 +42,14 @@ class DiffusersUNet : public Network {
 
   // x: [N, in_channels, H, W] with H, W multiples of config().downsampling_factor();
   // t: [N] or [1] or scalar timesteps, int64 or float (fractional ones are fine).
-  // self_cond must be empty (UNet2DModel has no self-conditioning).
+  // cond: labels for class-conditional models ([N] or [1]; core::kMeanClassLabel is the mean
+  // of all class embeddings), either padding; no self-conditioning (UNet2DModel has none).
   // Returns [N, out_channels, H, W] in the parameters' dtype.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
-                     const std::optional<at::Tensor>& self_cond) const override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
 
-  bool set_seamless(bool on) override {
-    seamless_ = on;
-    return true;
-  }
+  bool supports_circular_padding() const override { return true; }
   ParamStore* params() override { return &params_; }
   std::int64_t num_classes() const override { return config_.num_class_embeds; }
-  void set_class_labels(const at::Tensor& labels) override;
   const UNet2DConfig& config() const { return config_; }
 
   // The sinusoidal time embedding alone (Timesteps in diffusers): [N] -> [N, C0] float32.
@@ -106,16 +102,13 @@ class DiffusersUNet : public Network {
   at::Tensor activation(const at::Tensor& x) const;
   at::Tensor activation_in_place(at::Tensor x) const;
   at::Tensor group_norm(const GroupNorm& norm, const at::Tensor& x) const;
-  at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb) const;
+  at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb, bool circular) const;
+  // The class embedding rows of labels [N] (kMeanClassLabel: the mean row): [N, T].
+  at::Tensor class_rows(const at::Tensor& labels) const;
   at::Tensor run_attention(const Attention& attn, const at::Tensor& x) const;
 
   UNet2DConfig config_;
-  bool seamless_ = false;  // circular padding in every convolution
-  at::Tensor class_labels_;  // [N] or [1] int64 for class-conditional networks (set_class_labels)
   at::Tensor class_embedding_;  // [num_class_embeds, time_embed_dim]; undefined without classes
-  // With a kMeanClassLabel among the labels: the table with the mean row appended as row
-  // num_class_embeds, and class_labels_ pointing there (set_class_labels); else undefined.
-  at::Tensor table_with_mean_;
   ParamStore params_;
   Conv conv_in_;
   Linear time_linear_1_, time_linear_2_;

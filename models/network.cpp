@@ -1,15 +1,15 @@
-// Shared behaviour of the Network interface: class labels.
+// Shared behaviour of the Network interface: checking a call's conditioning.
 #include "models/network.h"
 
 #include <ATen/ATen.h>
 
 #include "core/class_errors.h"
 #include "core/error.h"
-#include "core/guidance.h"
 
 namespace gd::models {
 
 void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool allow_mean) {
+  if (!labels.defined()) return;
   if (num_classes <= 0) throw not_class_conditional();
   if (labels.dim() > 1 || labels.numel() < 1 || labels.scalar_type() != at::kLong) {
     throw Error("class labels must be a non-empty [N] int64 tensor");
@@ -22,8 +22,16 @@ void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool
   }
 }
 
-void Network::set_class_labels(const at::Tensor& labels) {
-  if (labels.defined()) check_class_labels(labels, num_classes());
+void check_conditioning(const core::Conditioning& cond, std::int64_t num_classes, bool allow_mean,
+                        bool circular_ok, const char* what) {
+  check_class_labels(cond.class_labels, num_classes, allow_mean);
+  if (num_classes > 0 && !cond.class_labels.defined()) {
+    throw Error(std::string(what) + ": this model is class-conditional (" + std::to_string(num_classes) +
+                " classes) and was given no class");
+  }
+  if (cond.padding == core::Padding::Circular && !circular_ok) {
+    throw Error(std::string(what) + ": this model cannot pad circularly (its padding is not ours to change)");
+  }
 }
 
 }  // namespace gd::models

@@ -1,13 +1,19 @@
 // What the engine sees of a denoising network: one forward call.
 //
 // Samplers never see this class; pipelines wrap forward() into the sampler's callback.
+//
+// A network is immutable once its weights are loaded: everything a call depends on (the input,
+// the timesteps, the classes, the padding, the self-conditioning input) is an argument of
+// forward(), and forward() is const. So one loaded network may serve any number of threads at
+// once, and calls with different classes or padding may share a batch. params() is for loading
+// and training only.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <optional>
 
+#include "core/conditioning.h"
 #include "models/param_store.h"
 
 namespace gd::models {
@@ -17,34 +23,31 @@ class Network {
   virtual ~Network() = default;
 
   // x: [N, C_in, H, W] float; t: [N] int64 timesteps (float for fractional ones);
-  // self_cond: [N, C, H, W] previous x0 estimate, only for self-conditioned models.
+  // cond: this call's class labels, padding and self-conditioning input (core/conditioning.h).
   // Returns [N, C_out, H, W]: the prediction (and, with learned variance, the variance
-  // channels after it).
-  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
-                             const std::optional<at::Tensor>& self_cond) const = 0;
+  // channels after it). Throws gd::Error for labels out of range or a network without classes
+  // given some, and for circular padding on a network that cannot (supports_circular_padding).
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const = 0;
 
-  // Wrap-around (circular) padding in every convolution instead of zeros: the network sees the
-  // image as a torus, so what it makes tiles seamlessly. Returns false when the network cannot
-  // (TorchScript modules own their padding).
-  virtual bool set_seamless(bool on) { return !on; }
+  // Whether forward() honours Padding::Circular (TorchScript modules own their padding).
+  virtual bool supports_circular_padding() const { return false; }
 
   // Class-conditional networks (diffusers' num_class_embeds): the number of classes, 0 for an
   // unconditional network.
   virtual std::int64_t num_classes() const { return 0; }
-  // The class labels of the following forward calls: [N] or [1] int64, each in
-  // [0, num_classes()) or, for networks that implement it (DiffusersUNet), core::kMeanClassLabel
-  // (-1), the mean of all class embeddings (what guidance steers away from); an undefined tensor
-  // clears them. Like set_seamless, this is state the
-  // pipelines set around a run, so the samplers' callback keeps its (x, t) shape. Throws
-  // gd::Error for labels out of range or for a network without classes.
-  virtual void set_class_labels(const at::Tensor& labels);
 
   // Parameters by checkpoint name (empty for TorchScript networks, which own theirs).
   virtual ParamStore* params() { return nullptr; }
 };
 
 // Checks the labels against num_classes (shared by the implementations); kMeanClassLabel only
-// where allow_mean says the network implements it.
+// where allow_mean says the network implements it. An undefined tensor is fine (no classes).
 void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool allow_mean = false);
+
+// The checks every forward() starts with: labels (as check_class_labels; a class-conditional
+// network needs them) and circular padding where the network cannot do it. `what` names the
+// network in messages.
+void check_conditioning(const core::Conditioning& cond, std::int64_t num_classes, bool allow_mean,
+                        bool circular_ok, const char* what);
 
 }  // namespace gd::models

@@ -1,5 +1,5 @@
 // The pipelines' view of a loaded model: its network as a callback, plus the schedule, channels,
-// sizes, device and dtype they need. Shared by the CLI, the plug-in and the tests.
+// sizes, device and dtype they need. Used by the engine (engine/) and the tests.
 //
 //   LoadedModel loaded = load_model(path, options);
 //   core::PipelineModel model = pipeline_model(loaded, options);   // borrows loaded's network
@@ -12,14 +12,13 @@ namespace gd::models {
 
 // The result refers to loaded.network, which must outlive it.
 inline core::PipelineModel pipeline_model(const LoadedModel& loaded, const LoadOptions& options) {
-  Network* network = loaded.network.get();
+  const Network* network = loaded.network.get();
   core::PipelineModel m;
-  m.network = [network](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return network->forward(x, t, sc);
+  m.network = [network](const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) {
+    return network->forward(x, t, cond);
   };
-  m.set_seamless = [network](bool on) { return network->set_seamless(on); };
+  m.circular_padding = network->supports_circular_padding();
   m.num_classes = static_cast<int>(network->num_classes());
-  m.set_class_labels = [network](const at::Tensor& labels) { network->set_class_labels(labels); };
   m.generate_guidance = loaded.info.generate_guidance;
   m.schedule = loaded.schedule;
   m.channels = loaded.info.in_channels;

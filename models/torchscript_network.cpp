@@ -34,8 +34,9 @@ TorchScriptNetwork::TorchScriptNetwork(const std::string& module_path, c10::Devi
 TorchScriptNetwork::~TorchScriptNetwork() = default;
 
 at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
-                                       const std::optional<at::Tensor>& self_cond) const {
-  if (self_cond) throw Error("TorchScript networks do not take a self-conditioning input");
+                                       const core::Conditioning& cond) const {
+  check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/false, "TorchScript model");
+  if (cond.self_cond) throw Error("TorchScript networks do not take a self-conditioning input");
   at::Tensor out;
   try {
     const c10::IValue result = impl_->module.forward({x, t});

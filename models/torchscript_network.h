@@ -17,8 +17,8 @@ class TorchScriptNetwork : public Network {
   TorchScriptNetwork(const std::string& module_path, c10::Device device);
   ~TorchScriptNetwork() override;
 
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
-                     const std::optional<at::Tensor>& self_cond) const override;
+  // No classes, no self-conditioning and the module's own padding: cond must ask for none.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
 
   std::int64_t parameter_count() const;
 

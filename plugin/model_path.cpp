@@ -1,5 +1,7 @@
 #include "plugin/model_path.h"
 
+#include "engine/gimp_diffusion.h"
+
 #include <libgimp/gimp.h>
 
 #include <algorithm>
@@ -11,17 +13,6 @@
 namespace gd::plugin {
 
 namespace fs = std::filesystem;
-
-std::string bundled_model_path() {
-  // The model ships inside the plug-in's own folder (plug-ins/gimp-diffusion/models/NAME), so
-  // it is found wherever the plug-in was installed. /proc/self/exe resolves the symlinks a
-  // development profile uses, which lands in the build tree, where meson links models/ too.
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  const fs::path model = exe.parent_path() / "models" / kBundledModelName;
-  return fs::is_directory(model, ec) ? model.string() : std::string();
-}
 
 std::string user_models_folder() {
   return (fs::path(gimp_directory()) / "diffusion-models").string();
@@ -58,8 +49,8 @@ std::string resolve_model_path(const std::string& given) {
     }
     return given;
   }
-  if (const char* env = std::getenv("GIMP_DIFFUSION_MODEL"); env && *env) return env;
-  if (std::string bundled = bundled_model_path(); !bundled.empty()) return bundled;
+  // $GIMP_DIFFUSION_MODEL, else the bundled model next to the plug-in: the engine's rule.
+  if (std::string path = gd::default_model_path(); !path.empty()) return path;
   const std::vector<std::string> names = user_model_names();
   if (names.empty()) {
     throw std::runtime_error("no model given and the bundled model is missing (reinstall the "

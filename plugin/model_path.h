@@ -6,13 +6,6 @@
 
 namespace gd::plugin {
 
-// The texture model shipped with the plug-in (models/checkpoints/gimp-patterns in the source
-// tree), installed as <plug-in folder>/models/gimp-patterns.
-inline constexpr const char* kBundledModelName = "gimp-patterns";
-
-// The bundled model's folder, or "" when it is not installed next to the plug-in.
-std::string bundled_model_path();
-
 // The user models folder: <gimp user dir>/diffusion-models.
 std::string user_models_folder();
 
@@ -20,7 +13,8 @@ std::string user_models_folder();
 std::vector<std::string> user_model_names();
 
 // `given` when not empty (a bare name picks a model in user_models_folder()); otherwise
-// $GIMP_DIFFUSION_MODEL when set, otherwise the bundled model, otherwise the first model
+// gd::default_model_path() ($GIMP_DIFFUSION_MODEL when set, otherwise the bundled model,
+// installed as <plug-in folder>/models/gimp-patterns), otherwise the first model
 // (alphabetically: a folder, or a .pt/.pth/.ckpt file) in user_models_folder(). Throws
 // std::runtime_error with a message saying where to put one when there is none.
 std::string resolve_model_path(const std::string& given);

@@ -4,6 +4,19 @@
 
 namespace gd::plugin {
 
+PixelBuffer with_opaque_alpha(const PixelBuffer& colour) {
+  PixelBuffer out = colour;
+  out.channels = colour.channels + 1;
+  out.has_alpha = true;
+  out.pixels.clear();
+  out.pixels.reserve(static_cast<std::size_t>(out.width) * out.height * out.channels);
+  for (std::size_t i = 0; i < colour.pixels.size(); i += colour.channels) {
+    for (int c = 0; c < colour.channels; ++c) out.pixels.push_back(colour.pixels[i + c]);
+    out.pixels.push_back(1.0f);
+  }
+  return out;
+}
+
 const Babl* float_format(GimpDrawable* drawable, bool with_alpha) {
   const bool rgb = gimp_drawable_is_rgb(drawable);
   const char* name = rgb ? (with_alpha ? "R'G'B'A float" : "R'G'B' float")

@@ -3,7 +3,7 @@
 
 #include <libgimp/gimp.h>
 
-#include "plugin/engine_bridge.h"
+#include "plugin/pixel_buffer.h"
 
 namespace gd::plugin {
 

@@ -1,7 +1,7 @@
 // A fake class-conditional model for the pipeline tests: it predicts x0 directly, a flat gray
 // whatever its input, of level k / (classes - 1) * 2 - 1 (model space) for class k and 0, the
-// mean of all the levels, for the mean class (kMeanClassLabel). It records the labels it was
-// given, each call's batch size and each call's labels.
+// mean of all the levels, for the mean class (kMeanClassLabel). It records each call's batch
+// size and each call's labels.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,9 +16,19 @@ namespace gd::test {
 
 struct FlatClassModel {
   std::int64_t classes = 6;
-  at::Tensor labels;
   std::vector<std::int64_t> batches;  // batch size of each call
   std::vector<at::Tensor> calls;      // labels of each call
+  // Images evaluated since the last reset: a guided step evaluates each image twice, in one
+  // call of 2N or two of N.
+  std::int64_t evaluations() const {
+    std::int64_t n = 0;
+    for (std::int64_t b : batches) n += b;
+    return n;
+  }
+  void reset() {
+    batches.clear();
+    calls.clear();
+  }
   core::PipelineModel model() {
     core::PipelineModel m;
     m.schedule.num_train_timesteps = 100;
@@ -26,8 +36,8 @@ struct FlatClassModel {
     m.schedule.clip_sample = false;
     m.num_classes = static_cast<int>(classes);
     m.native_width = m.native_height = 8;
-    m.set_class_labels = [this](const at::Tensor& l) { labels = l; };
-    m.network = [this](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
+    m.network = [this](const at::Tensor& x, const at::Tensor&, const core::Conditioning& cond) {
+      const at::Tensor& labels = cond.class_labels;
       if (!labels.defined()) throw Error("no class set");
       batches.push_back(x.size(0));
       calls.push_back(labels.clone());

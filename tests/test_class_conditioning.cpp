@@ -26,6 +26,12 @@ using gd::test::expect_error;
 
 namespace {
 
+gd::core::Conditioning labels(const at::Tensor& class_labels) {  // a call under these classes
+  gd::core::Conditioning c;
+  c.class_labels = class_labels;
+  return c;
+}
+
 UNet2DConfig small_config(std::int64_t classes) {
   UNet2DConfig c;
   c.block_out_channels = {8, 16};
@@ -97,19 +103,15 @@ TEST(ClassConditioning, EmbeddingIsAddedAfterTheTimeMlp) {
   EXPECT_EQ(table.sizes(), (std::vector<std::int64_t>{3, 32}));  // [classes, 4 * 8]
   const at::Tensor original_bias = bias.clone();
   for (std::int64_t k = 0; k < 3; ++k) {
-    cond.set_class_labels(at::tensor({k}, at::kLong));  // [1]: broadcast to the batch
-    const at::Tensor got = cond.forward(x, t, std::nullopt);
+    const at::Tensor got = cond.forward(x, t, labels(at::tensor({k}, at::kLong)));
     bias.copy_(original_bias + table[k]);
-    const at::Tensor expected = plain.forward(x, t, std::nullopt);
+    const at::Tensor expected = plain.forward(x, t, {});
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-5) << "class " << k;
   }
   // Per-image labels: each image gets its own row.
-  cond.set_class_labels(at::tensor({2, 0}, at::kLong));
-  const at::Tensor mixed = cond.forward(x, t, std::nullopt);
-  cond.set_class_labels(at::tensor({2}, at::kLong));
-  const at::Tensor two = cond.forward(x, t, std::nullopt);
-  cond.set_class_labels(at::tensor({0}, at::kLong));
-  const at::Tensor zero = cond.forward(x, t, std::nullopt);
+  const at::Tensor mixed = cond.forward(x, t, labels(at::tensor({2, 0}, at::kLong)));
+  const at::Tensor two = cond.forward(x, t, labels(at::tensor({2}, at::kLong)));
+  const at::Tensor zero = cond.forward(x, t, labels(at::tensor({0}, at::kLong)));
   EXPECT_TRUE(at::allclose(mixed[0], two[0], 1e-6, 1e-6));
   EXPECT_TRUE(at::allclose(mixed[1], zero[1], 1e-6, 1e-6));
   EXPECT_FALSE(at::allclose(two, zero, 1e-3, 1e-3)) << "the class changed nothing";
@@ -123,37 +125,30 @@ TEST(ClassConditioning, MeanClassLabelUsesTheMeanEmbedding) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(6);
   const at::Tensor x = at::randn({2, 3, 8, 8}, gen);
   const at::Tensor t = at::tensor({30, 600}, at::kLong);
-  cond.set_class_labels(at::tensor({gd::core::kMeanClassLabel}, at::kLong));
-  const at::Tensor mean_out = cond.forward(x, t, std::nullopt);
-  cond.set_class_labels(at::tensor(std::vector<std::int64_t>{gd::core::kMeanClassLabel, 1}, at::kLong));  // mixed batch
-  const at::Tensor mixed = cond.forward(x, t, std::nullopt);
-  cond.set_class_labels(at::tensor({1}, at::kLong));
-  const at::Tensor one = cond.forward(x, t, std::nullopt);
+  const at::Tensor mean_out = cond.forward(x, t, labels(at::tensor({gd::core::kMeanClassLabel}, at::kLong)));
+  const at::Tensor mixed = cond.forward(x, t, labels(at::tensor(std::vector<std::int64_t>{gd::core::kMeanClassLabel, 1}, at::kLong)));
+  const at::Tensor one = cond.forward(x, t, labels(at::tensor({1}, at::kLong)));
   EXPECT_TRUE(at::allclose(mixed[0], mean_out[0], 1e-6, 1e-6));
   EXPECT_TRUE(at::allclose(mixed[1], one[1], 1e-6, 1e-6));
   EXPECT_FALSE(at::allclose(mean_out, one, 1e-3, 1e-3)) << "the mean class is a class of its own";
   for (const auto& [name, p] : cond.params()->all()) {
     if (name == "class_embedding.weight") p.copy_(p.mean(0, true).expand(p.sizes()));  // every row the mean
   }
-  cond.set_class_labels(at::tensor({2}, at::kLong));
-  EXPECT_TRUE(at::allclose(cond.forward(x, t, std::nullopt), mean_out, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(cond.forward(x, t, labels(at::tensor({2}, at::kLong))), mean_out, 1e-5, 1e-5));
 }
 
 TEST(ClassConditioning, LabelsAreChecked) {
   DiffusersUNet cond(small_config(3), at::TensorOptions().dtype(at::kFloat));
   const at::Tensor x = at::zeros({2, 3, 8, 8});
   const at::Tensor t = at::tensor({1, 2}, at::kLong);
-  expect_error([&] { cond.forward(x, t, std::nullopt); }, {"class-conditional", "3 classes", "no class"});
-  expect_error([&] { cond.set_class_labels(at::tensor({3}, at::kLong)); }, {"class 3", "out of range", "0 to 2"});
-  expect_error([&] { cond.set_class_labels(at::tensor({-2}, at::kLong)); }, {"class -2", "out of range"});
-  cond.set_class_labels(at::tensor({-1}, at::kLong));  // kMeanClassLabel: the mean embedding
-  cond.set_class_labels(at::tensor({0, 1, 2}, at::kLong));
-  expect_error([&] { cond.forward(x, t, std::nullopt); }, {"3 class labels", "batch of 2"});
-  cond.set_class_labels(at::Tensor());
-  expect_error([&] { cond.forward(x, t, std::nullopt); }, "no class");
+  expect_error([&] { cond.forward(x, t, {}); }, {"class-conditional", "3 classes", "no class"});
+  expect_error([&] { cond.forward(x, t, labels(at::tensor({3}, at::kLong))); }, {"class 3", "out of range", "0 to 2"});
+  expect_error([&] { cond.forward(x, t, labels(at::tensor({-2}, at::kLong))); }, {"class -2", "out of range"});
+  cond.forward(x, t, labels(at::tensor({-1}, at::kLong)));  // kMeanClassLabel: the mean embedding
+  expect_error([&] { cond.forward(x, t, labels(at::tensor({0, 1, 2}, at::kLong))); }, {"3 class labels", "batch of 2"});
   DiffusersUNet plain(small_config(0), at::TensorOptions().dtype(at::kFloat));
-  expect_error([&] { plain.set_class_labels(at::tensor({0}, at::kLong)); }, "not class-conditional");
-  plain.set_class_labels(at::Tensor());  // clearing is always fine
+  expect_error([&] { plain.forward(x, t, labels(at::tensor({0}, at::kLong))); }, "not class-conditional");
+  plain.forward(x, t, {});  // no classes is always fine for an unconditional network
 }
 
 TEST(ClassConditioning, RunClassesComeFromTheSeed) {
@@ -183,14 +178,13 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
   randomise(cond, 3);
   DiffusersUNet* net = &cond;
   gd::core::PipelineModel model;
-  model.network = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net->forward(x, t, sc);
+  model.network = [net](const at::Tensor& x, const at::Tensor& t, const gd::core::Conditioning& c) {
+    return net->forward(x, t, c);
   };
   model.schedule.num_train_timesteps = 100;
   model.downsampling_factor = 2;
   model.native_width = model.native_height = 8;
   model.num_classes = 4;
-  model.set_class_labels = [net](const at::Tensor& labels) { net->set_class_labels(labels); };
   gd::core::GenerateOptions options;
   options.sampler = "ddim";
   options.steps = 4;
@@ -214,8 +208,8 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
   other.class_label = (classes[0] + 1) % 4;
   other.batch = 1;
   EXPECT_FALSE(at::allclose(gd::core::generate(model, other)[0], drawn[0], 1e-3, 1e-3));
-  // The labels are cleared after the run, so a stray forward call fails instead of reusing them.
-  expect_error([&] { net->forward(at::zeros({1, 3, 8, 8}), at::tensor({1}, at::kLong), std::nullopt); },
+  // Nothing of the run stays on the network: a call without classes still fails.
+  expect_error([&] { net->forward(at::zeros({1, 3, 8, 8}), at::tensor({1}, at::kLong), {}); },
                "no class");
   other.class_label = 9;
   expect_error([&] { gd::core::generate(model, other); }, {"class 9", "out of range"});
@@ -228,7 +222,7 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   const std::int64_t classes = 300;
   const std::int64_t per_call = (1 << 18) / (gd::core::kClassFitCrop * gd::core::kClassFitCrop);
   ASSERT_LT(per_call, classes);
-  FlatClassModel fake{classes, at::Tensor(), {}};
+  FlatClassModel fake{classes, {}, {}};
   const gd::core::PipelineModel model = fake.model();
   // Two 80x80 images (model space): flat at class 280's level and at class 7's, plus some noise.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
@@ -237,7 +231,6 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   x = x + 0.02 * at::randn(x.sizes(), gen);
   const auto chosen = gd::core::best_fitting_classes(model, x, 0);
   EXPECT_EQ(chosen, (std::vector<std::int64_t>{280, 7}));
-  EXPECT_FALSE(fake.labels.defined()) << "the labels must be cleared after the fit";
   // Every class is tried on every timestep of every image, in calls of at most per_call.
   const std::int64_t calls_per_timestep = (classes + per_call - 1) / per_call;
   EXPECT_EQ(fake.batches.size(), static_cast<std::size_t>(2 * gd::core::kClassFitTimesteps * calls_per_timestep));
@@ -253,11 +246,10 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   for (std::size_t i = 0; i < ticks.size(); ++i) {
     EXPECT_EQ(ticks[i], std::make_pair(static_cast<int>(i + 1), static_cast<int>(fake.batches.size())));
   }
-  // Cancelling from the progress callback stops the fit after that call, labels cleared.
+  // Cancelling from the progress callback stops the fit after that call.
   fake.batches.clear();
   EXPECT_THROW(gd::core::best_fitting_classes(model, x, 0, [](int done, int) { return done < 2; }), gd::Cancelled);
   EXPECT_EQ(fake.batches.size(), 2u);
-  EXPECT_FALSE(fake.labels.defined());
   // The noise is fixed: the same image gives the same class every time.
   EXPECT_EQ(gd::core::best_fitting_classes(model, x, 50), gd::core::best_fitting_classes(model, x, 50));
   gd::core::PipelineModel plain;
@@ -265,7 +257,7 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
 }
 
 TEST(ClassConditioning, Img2imgAndDenoiseUseTheBestFitUnlessGivenAClass) {
-  FlatClassModel fake{6, at::Tensor(), {}};
+  FlatClassModel fake{6, {}, {}};
   const gd::core::PipelineModel model = fake.model();
   const at::Tensor image = at::full({1, 3, 16, 16}, 0.8);  // model space 0.6: class 4 of 0..5
   std::vector<std::int64_t> reported;
@@ -297,7 +289,6 @@ TEST(ClassConditioning, Img2imgAndDenoiseUseTheBestFitUnlessGivenAClass) {
   EXPECT_EQ(reported, (std::vector<std::int64_t>{1}));
   EXPECT_NEAR(out.mean().item<double>(), 0.5 * (1.0 / 5 * 2 - 1) + 0.5, 1e-4);
   for (std::int64_t b : fake.batches) EXPECT_EQ(b, 1);
-  EXPECT_FALSE(fake.labels.defined());
 }
 
 TEST(ClassConditioning, ClassNamesFile) {

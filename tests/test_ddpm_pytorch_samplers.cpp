@@ -174,7 +174,7 @@ TEST(DdpmPytorchSamplers, GenerateMatchesPackage) {
       EXPECT_EQ(t.scalar_type(), at::kLong);
       EXPECT_EQ(t[0].item<std::int64_t>(), model_times[inputs.size()].item<std::int64_t>());
       inputs.push_back(x.clone());
-      return model.network->forward(x, t, self_cond);
+      return model.network->forward(x, t, gd::core::Conditioning::self_conditioned(self_cond));
     };
     int reported = 0;
     at::Tensor x = sampler->run(noise * sampler->init_noise_sigma(), 0, fn, generator,

@@ -70,7 +70,7 @@ void check_unet_case(DdpmWeights weights, const std::string& file) {
   const at::Tensor x = fixture_tensor(kCase + file, "x");  // [2, 3, 16, 16]
   const at::Tensor t = fixture_tensor(kCase + file, "t");  // [2] int64
   const at::Tensor expected = fixture_tensor(kCase + file, "out");
-  const at::Tensor out = unet->forward(x, t, std::nullopt);
+  const at::Tensor out = unet->forward(x, t, {});
   ASSERT_EQ(out.sizes(), expected.sizes());
   const double err = max_abs_diff(out, expected);
   EXPECT_LE(err, 1e-4) << ddpm_weights_name(weights) << " weights";
@@ -372,7 +372,7 @@ void check_round_trip(const DdpmUnetConfig& config, bool pass_self_cond) {
   const at::Tensor t = at::tensor(std::vector<std::int64_t>{3, 97});
   std::optional<at::Tensor> cond;
   if (pass_self_cond) cond = at::randn({2, config.channels, 16, 16});
-  const at::Tensor out = net.forward(x, t, cond);
+  const at::Tensor out = net.forward(x, t, gd::core::Conditioning::self_conditioned(cond));
   ASSERT_EQ(out.sizes(), (std::vector<std::int64_t>{2, config.out_dim, 16, 16}));
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   EXPECT_GT(out.abs().max().item<double>(), 0.0);
@@ -386,7 +386,7 @@ void check_round_trip(const DdpmUnetConfig& config, bool pass_self_cond) {
   // ...and loading them into a fresh network reproduces the output exactly.
   DdpmUnet copy(inferred, at::TensorOptions().dtype(at::kFloat));
   copy.params()->load(weights, "", "round trip");
-  EXPECT_EQ(max_abs_diff(copy.forward(x, t, cond), out), 0.0);
+  EXPECT_EQ(max_abs_diff(copy.forward(x, t, gd::core::Conditioning::self_conditioned(cond)), out), 0.0);
 }
 
 }  // namespace
@@ -407,7 +407,7 @@ TEST(DdpmPytorchUnet, SelfConditionedFullAttentionRoundTrip) {
   randomize(net);
   const at::Tensor x = at::randn({1, 3, 8, 8});
   const at::Tensor t = at::tensor(std::vector<std::int64_t>{10});
-  EXPECT_EQ(max_abs_diff(net.forward(x, t, std::nullopt), net.forward(x, t, at::zeros_like(x))), 0.0);
+  EXPECT_EQ(max_abs_diff(net.forward(x, t, {}), net.forward(x, t, gd::core::Conditioning::self_conditioned(at::zeros_like(x)))), 0.0);
 }
 
 TEST(DdpmPytorchUnet, LearnedVarianceLinearAttentionRoundTrip) {
@@ -421,10 +421,10 @@ TEST(DdpmPytorchUnet, LearnedVarianceLinearAttentionRoundTrip) {
 TEST(DdpmPytorchUnet, RejectsBadInputShapes) {
   DdpmUnet net(make_ddpm_unet_config(8, {1, 2, 4}), at::TensorOptions().dtype(at::kFloat));
   const at::Tensor t = at::tensor(std::vector<std::int64_t>{1});
-  expect_error([&] { net.forward(at::zeros({1, 3, 12, 18}), t, std::nullopt); },
+  expect_error([&] { net.forward(at::zeros({1, 3, 12, 18}), t, {}); },
                {"not a multiple of 4"});
-  expect_error([&] { net.forward(at::zeros({1, 4, 16, 16}), t, std::nullopt); },
+  expect_error([&] { net.forward(at::zeros({1, 4, 16, 16}), t, {}); },
                {"expected [N, 3, H, W]"});
-  expect_error([&] { net.forward(at::zeros({2, 3, 16, 16}), t, std::nullopt); },
+  expect_error([&] { net.forward(at::zeros({2, 3, 16, 16}), t, {}); },
                {"timesteps"});
 }

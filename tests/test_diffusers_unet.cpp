@@ -64,7 +64,7 @@ void check_fixture_case(const std::string& t_name, const std::string& out_name) 
   const at::Tensor x = fixture_tensor(kCase + "unet.safetensors", "x");  // [2, 3, 16, 16]
   const at::Tensor t = fixture_tensor(kCase + "unet.safetensors", t_name);  // [2]
   const at::Tensor expected = fixture_tensor(kCase + "unet.safetensors", out_name);
-  const at::Tensor out = unet->forward(x, t, std::nullopt);
+  const at::Tensor out = unet->forward(x, t, {});
   ASSERT_EQ(out.sizes(), expected.sizes());
   const double err = max_abs_diff(out, expected);
   EXPECT_LE(err, 1e-4) << t_name;
@@ -137,7 +137,7 @@ TEST(DiffusersUNet, ScalarTimestepIsBroadcastToBatch) {
   const at::Tensor expected = fixture_tensor(kCase + "unet.safetensors", "out");
   // Sample 1 was run at t = 99: a scalar 99 broadcast over a batch of one gives the same.
   const at::Tensor out =
-      unet->forward(x.slice(0, 1, 2), at::scalar_tensor(99, at::kLong), std::nullopt);
+      unet->forward(x.slice(0, 1, 2), at::scalar_tensor(99, at::kLong), {});
   EXPECT_LE(max_abs_diff(out, expected.slice(0, 1, 2)), 1e-4);
 }
 
@@ -214,14 +214,15 @@ TEST(DiffusersUNet, ConfigThatDisagreesWithWeightsIsNamed) {
 
 TEST(DiffusersUNet, BadInputsAreRefused) {
   const auto unet = fixture_unet();
-  expect_error([&] { unet->forward(at::zeros({1, 4, 16, 16}), at::zeros({1}, at::kLong), std::nullopt); },
+  expect_error([&] { unet->forward(at::zeros({1, 4, 16, 16}), at::zeros({1}, at::kLong), {}); },
                {"[1, 4, 16, 16]", "[N, 3, H, W]"});
-  expect_error([&] { unet->forward(at::zeros({1, 3, 15, 16}), at::zeros({1}, at::kLong), std::nullopt); },
+  expect_error([&] { unet->forward(at::zeros({1, 3, 15, 16}), at::zeros({1}, at::kLong), {}); },
                {"multiple of 2"});
-  expect_error([&] { unet->forward(at::zeros({2, 3, 16, 16}), at::zeros({3}, at::kLong), std::nullopt); },
+  expect_error([&] { unet->forward(at::zeros({2, 3, 16, 16}), at::zeros({3}, at::kLong), {}); },
                {"timesteps", "[3]"});
   expect_error([&] {
-    unet->forward(at::zeros({1, 3, 16, 16}), at::zeros({1}, at::kLong), at::zeros({1, 3, 16, 16}));
+    unet->forward(at::zeros({1, 3, 16, 16}), at::zeros({1}, at::kLong),
+                  gd::core::Conditioning::self_conditioned(at::zeros({1, 3, 16, 16})));
   }, {"self-conditioning"});
 }
 
@@ -492,14 +493,14 @@ TEST(DiffusersUNet, SecondConfigRuns) {
     if (name.find("norm") != std::string::npos && name.find(".weight") != std::string::npos) p.add_(1.0);
   }
   const at::Tensor x = at::randn({2, 2, 16, 24});
-  const at::Tensor out = unet.forward(x, at::tensor({3.0, 250.5}), std::nullopt);
+  const at::Tensor out = unet.forward(x, at::tensor({3.0, 250.5}), {});
   EXPECT_EQ(out.sizes().vec(), (std::vector<std::int64_t>{2, 4, 16, 24}));
   EXPECT_TRUE(at::isfinite(out).all().item<bool>());
   // Batch elements are independent: running one alone gives the same answer.
-  const at::Tensor one = unet.forward(x.slice(0, 1, 2), at::tensor({250.5}), std::nullopt);
+  const at::Tensor one = unet.forward(x.slice(0, 1, 2), at::tensor({250.5}), {});
   EXPECT_LE(max_abs_diff(one, out.slice(0, 1, 2)), 1e-5);
   // Other sizes work as long as they are multiples of 4.
-  EXPECT_EQ(unet.forward(at::randn({1, 2, 8, 12}), at::tensor({10}), std::nullopt).sizes().vec(),
+  EXPECT_EQ(unet.forward(at::randn({1, 2, 8, 12}), at::tensor({10}), {}).sizes().vec(),
             (std::vector<std::int64_t>{1, 4, 8, 12}));
 }
 
@@ -553,6 +554,6 @@ TEST(DiffusersUNet, HeadDimThatDoesNotDivideChannels) {
   // flip_sin_to_cos: cos first, so t = 0 starts with seven ones then seven zeros.
   EXPECT_EQ(emb[0].slice(0, 0, 7).min().item<float>(), 1.0f);
   EXPECT_EQ(emb[0].slice(0, 7, 14).abs().max().item<float>(), 0.0f);
-  const at::Tensor out = unet.forward(at::zeros({1, 3, 16, 16}), at::tensor({5}), std::nullopt);
+  const at::Tensor out = unet.forward(at::zeros({1, 3, 16, 16}), at::tensor({5}), {});
   EXPECT_EQ(out.sizes().vec(), (std::vector<std::int64_t>{1, 3, 16, 16}));
 }

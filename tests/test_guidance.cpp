@@ -21,53 +21,53 @@ using gd::test::expect_error;
 using gd::test::FlatClassModel;
 
 TEST(Guidance, CombinesTheClassAndTheMeanClass) {
-  at::Tensor labels = at::tensor({2, 4}, at::kLong);
-  at::Tensor current = labels;
-  std::vector<at::Tensor> seen;
+  const at::Tensor labels = at::tensor({2, 4}, at::kLong);
+  std::vector<at::Tensor> seen;  // the labels of each call
   // Output: the label itself, 10 for the mean class; 2 channels for 1 input channel, as with
   // learned variance, where the second channel is 100 + label.
-  gd::core::ModelFn network = [&](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
-    seen.push_back(current.clone());
-    const at::Tensor l = at::where(current < 0, at::full_like(current, 10), current).to(at::kFloat);  // [N]
-    const at::Tensor v = l.view({-1, 1, 1, 1}).expand({x.size(0), 1, x.size(2), x.size(3)});
-    return at::cat({v, v + 100}, 1);  // [N, 2, H, W]
+  gd::core::NetworkFn network = [&](const at::Tensor& x, const at::Tensor&, const gd::core::Conditioning& c) {
+    const at::Tensor l = c.class_labels;
+    seen.push_back(l.clone());
+    const at::Tensor v = at::where(l < 0, at::full_like(l, 10), l).to(at::kFloat).view({-1, 1, 1, 1});  // [N, 1, 1, 1]
+    const at::Tensor out = v.expand({x.size(0), 1, x.size(2), x.size(3)});
+    return at::cat({out, out + 100}, 1);  // [N, 2, H, W]
   };
-  auto set = [&](const at::Tensor& l) { current = l; };
+  gd::core::Conditioning cond;
+  cond.class_labels = labels;
   Guidance g;
   g.scale = 3.0;
   g.below_timestep = 500;
-  const gd::core::ModelFn guided = gd::core::guided_network(network, set, labels, g, 1);
   const at::Tensor x = at::zeros({2, 1, 4, 4});
-  at::Tensor out = guided(x, at::tensor({499, 499}, at::kLong), std::nullopt);
-  ASSERT_EQ(seen.size(), 2u);
-  EXPECT_TRUE(at::equal(seen[0], labels));
-  EXPECT_TRUE(at::equal(seen[1], at::full({2}, gd::core::kMeanClassLabel, at::kLong)));
-  EXPECT_TRUE(at::equal(current, labels)) << "the labels must be set back";
-  // u + 3 (c - u): 10 + 3 (2 - 10) = -14 and 10 + 3 (4 - 10) = -8; the variance is the class's.
-  EXPECT_DOUBLE_EQ(out[0][0][0][0].item<double>(), -14.0);
-  EXPECT_DOUBLE_EQ(out[1][0][3][3].item<double>(), -8.0);
-  EXPECT_DOUBLE_EQ(out[0][1][0][0].item<double>(), 102.0);
-  EXPECT_DOUBLE_EQ(out[1][1][0][0].item<double>(), 104.0);
-  // At and above the limit: one call, the class's output as it is.
-  seen.clear();
-  out = guided(x, at::tensor(500, at::kLong), std::nullopt);
-  EXPECT_EQ(seen.size(), 1u);
-  EXPECT_DOUBLE_EQ(out[1][0][0][0].item<double>(), 4.0);
+  for (const std::int64_t max_pixels : {std::int64_t{0}, std::int64_t{1} << 20}) {  // two calls of N, one of 2N
+    SCOPED_TRACE(max_pixels);
+    seen.clear();
+    const gd::core::ModelFn guided = gd::core::conditioned_network(network, cond, g, 1, max_pixels);
+    at::Tensor out = guided(x, at::tensor({499, 499}, at::kLong), std::nullopt);
+    if (max_pixels == 0) {
+      ASSERT_EQ(seen.size(), 2u);
+      EXPECT_TRUE(at::equal(seen[0], labels));
+      EXPECT_TRUE(at::equal(seen[1], at::full({2}, gd::core::kMeanClassLabel, at::kLong)));
+    } else {
+      ASSERT_EQ(seen.size(), 1u);  // [2N]: the classes, then the mean class
+      EXPECT_TRUE(at::equal(seen[0], at::tensor({2, 4, -1, -1}, at::kLong)));
+    }
+    // u + 3 (c - u): 10 + 3 (2 - 10) = -14 and 10 + 3 (4 - 10) = -8; the variance is the class's.
+    ASSERT_EQ(out.sizes(), (std::vector<std::int64_t>{2, 2, 4, 4}));
+    EXPECT_DOUBLE_EQ(out[0][0][0][0].item<double>(), -14.0);
+    EXPECT_DOUBLE_EQ(out[1][0][3][3].item<double>(), -8.0);
+    EXPECT_DOUBLE_EQ(out[0][1][0][0].item<double>(), 102.0);
+    EXPECT_DOUBLE_EQ(out[1][1][0][0].item<double>(), 104.0);
+    // At and above the limit: one call, the class's output as it is.
+    seen.clear();
+    out = guided(x, at::tensor(500, at::kLong), std::nullopt);
+    EXPECT_EQ(seen.size(), 1u);
+    EXPECT_DOUBLE_EQ(out[1][0][0][0].item<double>(), 4.0);
+  }
   // Scale 1 is off: the network itself, untouched.
   seen.clear();
   Guidance off;
-  gd::core::guided_network(network, set, labels, off, 1)(x, at::tensor(0, at::kLong), std::nullopt);
+  gd::core::conditioned_network(network, cond, off, 1, 1 << 20)(x, at::tensor(0, at::kLong), std::nullopt);
   EXPECT_EQ(seen.size(), 1u);
-  // A failing mean-class call still sets the labels back.
-  bool fail = false;
-  gd::core::ModelFn failing = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    if (fail && current[0].item<std::int64_t>() < 0) throw gd::Error("network failed");
-    fail = true;
-    return network(x, t, sc);
-  };
-  EXPECT_THROW(gd::core::guided_network(failing, set, labels, g, 1)(x, at::tensor(1, at::kLong), std::nullopt),
-               gd::Error);
-  EXPECT_TRUE(at::equal(current, labels));
 }
 
 TEST(Guidance, DescriptionAndChecks) {
@@ -104,31 +104,30 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   options.seed = 1;
   options.class_label = 3;  // level 0.2 in model space: 0.6 in [0, 1]
   const at::Tensor plain = gd::core::generate(model, options);
-  EXPECT_EQ(fake.calls.size(), 4u);
+  EXPECT_EQ(fake.evaluations(), 4);
   EXPECT_NEAR(plain.mean().item<double>(), 0.6, 1e-4);
 
   // Guided every step: x0 = 0 + 2 (0.2 - 0) = 0.4 in model space, 0.7 in [0, 1].
-  fake.calls.clear();
+  fake.reset();
   options.guidance = 2.0;
   const at::Tensor guided = gd::core::generate(model, options);
-  EXPECT_EQ(fake.calls.size(), 8u);
+  EXPECT_EQ(fake.evaluations(), 8);
   EXPECT_NEAR(guided.mean().item<double>(), 0.7, 1e-4);
-  EXPECT_FALSE(fake.labels.defined()) << "the labels are cleared after the run";
 
   // Limited to timesteps below 50: two guided steps of four.
-  fake.calls.clear();
+  fake.reset();
   options.guidance_below = 50;
   EXPECT_TRUE(at::allclose(gd::core::generate(model, options), guided, 1e-5, 1e-5));
-  EXPECT_EQ(fake.calls.size(), 6u);
+  EXPECT_EQ(fake.evaluations(), 6);
 
   // The model's default applies to generate when the options leave it unset...
   model.generate_guidance.scale = 2.0;
   model.generate_guidance.below_timestep = 50;
   options.guidance = 0.0;
   options.guidance_below = 0;
-  fake.calls.clear();
+  fake.reset();
   EXPECT_TRUE(at::equal(gd::core::generate(model, options), guided));
-  EXPECT_EQ(fake.calls.size(), 6u);
+  EXPECT_EQ(fake.evaluations(), 6);
   EXPECT_EQ(gd::core::describe_guidance(gd::core::run_guidance(model, options, true)),
             "guidance 2 below timestep 50");
   // ...and 1 turns it off: exactly the unguided result.
@@ -141,16 +140,16 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   run.sampler = "ddim";
   run.steps = 4;
   run.class_label = 3;
-  fake.calls.clear();
+  fake.reset();
   EXPECT_NEAR(gd::core::img2img(model, image, 1.0, run).mean().item<double>(), 0.6, 1e-4);
-  EXPECT_EQ(fake.calls.size(), 4u);
+  EXPECT_EQ(fake.evaluations(), 4);
   EXPECT_TRUE(gd::core::describe_guidance(gd::core::run_guidance(model, run, false)).empty());
   run.guidance = 2.0;
   EXPECT_NEAR(gd::core::img2img(model, image, 1.0, run).mean().item<double>(), 0.7, 1e-4);
-  fake.calls.clear();
+  fake.reset();
   gd::core::DenoiseResult d = gd::core::denoise(model, image, 0.2, run);
   EXPECT_GT(d.steps_run, 0);
-  EXPECT_EQ(fake.calls.size(), static_cast<std::size_t>(2 * d.steps_run));
+  EXPECT_EQ(fake.evaluations(), 2 * d.steps_run);
   EXPECT_NEAR(d.image.mean().item<double>(), 0.7, 1e-4);
 
   // A limit without guidance would do nothing: it is refused, not ignored.
@@ -162,7 +161,7 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   expect_error([&] { gd::core::denoise(model, image, 0.2, unguided); }, "limit needs guidance");
 
   // Bad values fail before any network call.
-  fake.calls.clear();
+  fake.reset();
   options.guidance = 0.5;
   expect_error([&] { gd::core::generate(model, options); }, {"guidance 0.5", "out of range"});
   options.guidance = 2.0;

@@ -37,7 +37,7 @@ TEST(LoadModel, DiffusersMatchesReference) {
   EXPECT_EQ(model.schedule.num_train_timesteps, 100);
   const std::string file = "diffusers-tiny/unet.safetensors";
   at::Tensor x = fixture_tensor(file, "x");
-  at::Tensor out = model.network->forward(x, fixture_tensor(file, "t"), std::nullopt);
+  at::Tensor out = model.network->forward(x, fixture_tensor(file, "t"), {});
   EXPECT_LE(max_abs_diff(out, fixture_tensor(file, "out")), 1e-4);
 }
 
@@ -52,8 +52,7 @@ TEST(LoadModel, DdpmTrainerCheckpointMatchesReferenceForBothWeights) {
     ASSERT_TRUE(model.ddpm.has_value());
     EXPECT_EQ(model.ddpm->beta_schedule, "sigmoid");
     const std::string file = std::string("lucidrains-tiny/unet_") + weights + ".safetensors";
-    at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"),
-                                            std::nullopt);
+    at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"), {});
     EXPECT_LE(max_abs_diff(out, fixture_tensor(file, "out")), 1e-4) << weights;
   }
 }
@@ -64,15 +63,14 @@ TEST(LoadModel, TorchScriptMatchesPyTorch) {
   EXPECT_EQ(model.info.downsampling_factor, 2);
   EXPECT_GT(model.info.parameter_count, 0);
   const std::string file = "torchscript-tiny/reference.safetensors";
-  at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"),
-                                          std::nullopt);
+  at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"), {});
   EXPECT_LE(max_abs_diff(out, fixture_tensor(file, "out")), 1e-5);
 }
 
 TEST(LoadModel, TorchScriptForwardErrorsAreOneLine) {
   LoadedModel model = gd::models::load_model(data_path("torchscript-tiny"));
   try {
-    model.network->forward(at::zeros({1, 5, 8, 8}), at::zeros({1}, at::kLong), std::nullopt);
+    model.network->forward(at::zeros({1, 5, 8, 8}), at::zeros({1}, at::kLong), {});
     FAIL() << "a 5-channel input must be refused";
   } catch (const gd::Error& e) {
     EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();

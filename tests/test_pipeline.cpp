@@ -209,9 +209,11 @@ TEST(Seamless, NetworksAreCircularlyShiftEquivariant) {
     at::Tensor x = at::randn({1, 3, 16, 16}, at::make_generator<at::CPUGeneratorImpl>(5));
     at::Tensor t = at::full({1}, 50, at::kLong);
     auto shift = [](const at::Tensor& v) { return at::roll(v, {4, 6}, {2, 3}); };
-    auto forward = [&](const at::Tensor& v) { return f.loaded.network->forward(v, t, std::nullopt); };
+    gd::core::Conditioning cond;
+    auto forward = [&](const at::Tensor& v) { return f.loaded.network->forward(v, t, cond); };
     EXPECT_GT(max_abs_diff(forward(shift(x)), shift(forward(x))), 1e-3);  // zero padding
-    ASSERT_TRUE(f.loaded.network->set_seamless(true));
+    ASSERT_TRUE(f.loaded.network->supports_circular_padding());
+    cond.padding = gd::core::Padding::Circular;
     EXPECT_LE(max_abs_diff(forward(shift(x)), shift(forward(x))), 1e-5);
   }
 }

@@ -131,7 +131,10 @@ TEST(MixtureDenoise, RaisesPsnrAtKnownAndEstimatedNoise) {
   model.schedule = diffusers_schedule(PredictionType::Epsilon);
   model.channels = 1;
   const at::Tensor table = table_for(model.schedule);
-  model.network = mixture.as_model(table, PredictionType::Epsilon);
+  const gd::core::ModelFn fn = mixture.as_model(table, PredictionType::Epsilon);
+  model.network = [fn](const at::Tensor& x, const at::Tensor& t, const gd::core::Conditioning& c) {
+    return fn(x, t, c.self_cond);
+  };
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
   at::Tensor clean = ((mixture.sample(4, gen) + 1) / 2).clamp(0, 1);   // [4, 1, 32, 32] in [0, 1]
   auto psnr = [](const at::Tensor& a, const at::Tensor& b) {

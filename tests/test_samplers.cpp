@@ -60,7 +60,7 @@ const gd::models::LoadedModel& fixture_model() {
 
 ModelFn network_fn() {
   return [](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& c) {
-    return fixture_model().network->forward(x, t, c);
+    return fixture_model().network->forward(x, t, gd::core::Conditioning::self_conditioned(c));
   };
 }
 

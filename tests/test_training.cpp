@@ -213,7 +213,7 @@ TEST(Training, LossDecreasesAndTheFolderLoadsBack) {
   ema.copy_from(params);
   gd::core::DiffusionLoss loss(schedule, gd::core::LossType::L2);
   auto fn = [&net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net.forward(x, t, sc);
+    return net.forward(x, t, gd::core::Conditioning::self_conditioned(sc));
   };
   const at::Tensor data = stripes(32, gen);
   std::vector<double> losses;
@@ -270,8 +270,8 @@ TEST(Training, LossDecreasesAndTheFolderLoadsBack) {
   at::NoGradGuard no_grad;
   const at::Tensor x = at::randn({2, 3, 16, 16}, gen);
   const at::Tensor t = at::tensor({5, 80}, at::kLong);
-  const at::Tensor expected = ema_net.forward(x, t, std::nullopt);
-  const at::Tensor got = loaded.network->forward(x, t, std::nullopt);
+  const at::Tensor expected = ema_net.forward(x, t, {});
+  const at::Tensor got = loaded.network->forward(x, t, {});
   EXPECT_TRUE(at::equal(got, expected)) << (got - expected).abs().max().item<float>();
 }
 

@@ -12,8 +12,8 @@ namespace gd::training {
 
 void write_sample_grid(const std::string& path, const TrainSettings& s, models::DiffusersUNet& ema_net) {
   core::PipelineModel model;
-  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return ema_net.forward(x, t, sc);
+  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) {
+    return ema_net.forward(x, t, cond);
   };
   model.schedule = s.schedule;
   model.channels = 3;
@@ -21,7 +21,6 @@ void write_sample_grid(const std::string& path, const TrainSettings& s, models::
   model.native_width = model.native_height = s.size;
   model.device = s.device;
   model.num_classes = static_cast<int>(ema_net.num_classes());
-  model.set_class_labels = [&ema_net](const at::Tensor& labels) { ema_net.set_class_labels(labels); };
   core::GenerateOptions options;  // class-conditional: classes drawn from the seed, every time the same
   options.sampler = "ddim";
   options.steps = s.sample_steps;

@@ -109,15 +109,20 @@ RunState start_run(const TrainSettings& s, std::uint64_t seed, models::Diffusers
 double accumulate_gradients(const TrainSettings& s, const std::vector<at::Tensor>& images, RunState& run,
                             const core::DiffusionLoss& loss) {
   models::DiffusersUNet* net = run.net.get();
-  const core::ModelFn fn = [net](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
-    return net->forward(x, t, sc);
+  at::Tensor labels;  // class-conditional runs: [B] int64, each crop's image; set for every batch
+  const core::ModelFn fn = [net, &labels](const at::Tensor& x, const at::Tensor& t,
+                                          const std::optional<at::Tensor>& sc) {
+    core::Conditioning cond;
+    cond.class_labels = labels;
+    cond.self_cond = sc;
+    return net->forward(x, t, cond);
   };
   double step_loss = 0;
   for (int micro = 0; micro < s.accumulate; ++micro) {
     // Crops are cut on the CPU (the generator lives there), then moved: [B, 3, S, S].
-    at::Tensor labels;  // [B] int64: each crop's image
-    const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen, &labels).to(s.device);
-    if (s.classes) net->set_class_labels(labels.to(s.device));
+    at::Tensor crop_labels;  // [B] int64: each crop's image
+    const at::Tensor x0 = random_batch(images, s.batch, s.size, run.gen, &crop_labels).to(s.device);
+    labels = s.classes ? crop_labels.to(s.device) : at::Tensor();
     at::Tensor value;
     {
       Bf16Autocast autocast(s.bf16, s.device.type());

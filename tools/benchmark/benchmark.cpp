@@ -4,9 +4,12 @@
 //                            [--width W] [--height H] [--batch N] [--precision fp32|bf16]
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
 //                            [--layout channels_last|contiguous] [--guidance W]
-//                            [--guidance-below T] [--seamless]
+//                            [--guidance-below T] [--guidance-batch on|off] [--seamless]
 //
-// Reports network time per call (one per step, two on guided steps), sampler overhead per call
+// --guidance-batch off evaluates a guided step's two halves in two calls of N instead of one of
+// 2N (the speed before batched guidance).
+// Reports network time per call (one per step; on guided steps one of 2N, or two with
+// --guidance-batch off), sampler overhead per call
 // (everything in the loop that is not the network), total time, peak resident memory (host
 // RSS), the network's achieved GFLOP/s, and the share of the run each kind of top-level op
 // takes. FLOPs are counted from the shapes of the convolutions, matrix
@@ -175,10 +178,10 @@ int main(int argc, char** argv) {
     const bool cuda = load.device.is_cuda();
     // The pipelines' usual view of the model, with the network call timed.
     gd::core::PipelineModel model = gd::models::pipeline_model(loaded, load);
-    model.network = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>& sc) {
+    model.network = [&](const at::Tensor& x, const at::Tensor& t, const gd::core::Conditioning& cond) {
       if (cuda) sync_cuda();
       const auto start = Clock::now();
-      at::Tensor out = net->forward(x, t, sc);
+      at::Tensor out = net->forward(x, t, cond);
       if (cuda) sync_cuda();
       network_seconds += std::chrono::duration<double>(Clock::now() - start).count();
       ++network_calls;
@@ -197,6 +200,7 @@ int main(int argc, char** argv) {
     }
     options.guidance = std::stod(arg(argc, argv, "guidance", "0"));  // 0: the model's default
     options.guidance_below = std::stoi(arg(argc, argv, "guidance-below", "0"));
+    if (arg(argc, argv, "guidance-batch", "on") == "off") options.max_batched_guidance_pixels = 0;
     const std::string guidance = gd::core::describe_guidance(gd::core::run_guidance(model, options, true));
 
     at::addGlobalCallback(at::RecordFunctionCallback([](const at::RecordFunction&)
@@ -231,7 +235,8 @@ int main(int argc, char** argv) {
                 options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
                 at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
     std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
-    std::printf("guidance:            %s\n", guidance.empty() ? "off" : guidance.c_str());
+    std::printf("guidance:            %s%s\n", guidance.empty() ? "off" : guidance.c_str(),
+                guidance.empty() ? "" : options.max_batched_guidance_pixels > 0 ? " (batched 2N)" : " (two calls)");
     std::printf("seamless:            %s\n", options.seamless ? "yes" : "no");
     std::printf("network per call:    %.4f s\n", network_seconds / steps);
     std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);

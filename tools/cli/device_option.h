@@ -1,4 +1,4 @@
-// --device auto|cpu|cuda, shared by the sampling commands and train.
+// --device auto|cpu|cuda for train: the engine's rule (core/device.h), in the CLI's words.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -7,8 +7,7 @@
 
 namespace gd::cli {
 
-// "auto": CUDA when this build and machine have it, else the CPU. "cuda" without a CUDA
-// device is a gd::Error naming the problem; any other text is a UsageError.
+// As core::parse_device; an unknown name is a UsageError naming --device.
 c10::Device parse_device(const std::string& text);
 
 }  // namespace gd::cli

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/memory_policy.h"
+#include "engine/gimp_diffusion.h"
 #include "tools/cli/cli_args.h"
 #include "tools/cli/commands.h"
 
@@ -30,7 +31,7 @@ const char* kUsage =
     "        re-noise IN to strength S in (0, 1] (default 0.6) and sample back\n"
     "        --seamless: circular padding, so the result tiles (sizes must be multiples of\n"
     "        the model's downsampling factor)\n"
-    "  denoise --model PATH -i IN -o OUT [--sigma auto|VALUE]\n"
+    "  denoise [--model PATH] -i IN -o OUT [--sigma auto|VALUE]\n"
     "        treat IN as a noisy sample with Gaussian noise of standard deviation VALUE\n"
     "        (0-1 units; auto: estimated from the image) and run the reverse process\n"
     "  train --data DIR --out MODEL_DIR [--resume] [OPTIONS]\n"
@@ -94,6 +95,19 @@ std::string one_line(const std::string& text) {
   return end == std::string::npos ? text : text.substr(0, end);
 }
 
+// An engine RequestError in the CLI's words: its field as the option ("steps" -> "--steps",
+// "guidance_below" -> "--guidance-below", "class_name" -> "--class", "image" -> "--input").
+std::string option_message(const gd::RequestError& error) {
+  const std::string& field = error.field();
+  std::string option = field == "class_name" ? "class" : field == "image" ? "input" : field == "model_path" ? "model" : field;
+  for (char& c : option) c = c == '_' ? '-' : c;
+  option = "--" + option;
+  const std::string text = error.what();
+  // "steps 101 exceeds ..." reads "--steps 101 exceeds ..."; other sentences get the option first.
+  if (text.rfind(field + " ", 0) == 0) return option + text.substr(field.size());
+  return option + ": " + text;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -118,6 +132,11 @@ int main(int argc, char** argv) {
     }
     if (command == "train") return gd::cli::run_train(args);
     throw gd::cli::UsageError("unknown command '" + command + "' (try --help)");
+  } catch (const gd::RequestError& e) {  // wrong for any model: usage (2); for this model: failed (1)
+    const std::string text = one_line(option_message(e));
+    if (!e.about_model()) std::fprintf(stderr, "gimp-diffusion-cli: %s\n", text.c_str());
+    else std::fprintf(stderr, "gimp-diffusion-cli: error: %s\n", text.c_str());
+    return e.about_model() ? 1 : 2;
   } catch (const gd::cli::UsageError& e) {
     std::fprintf(stderr, "gimp-diffusion-cli: %s\n", one_line(e.what()).c_str());
     return 2;

@@ -1,0 +1,57 @@
+// run: a checked Request through the pipelines, with the image adapted to the model's channels
+// and back.
+#include <ATen/ATen.h>
+
+#include "core/pipeline.h"
+#include "engine/model_impl.h"
+
+namespace gd {
+
+namespace engine_internal {
+core::RunOptions run_options(const Model& model, const Request& r);  // check_request.cpp
+}
+
+namespace {
+
+void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& result) {
+  run.on_step = callbacks.on_step;
+  run.on_class_fit = callbacks.on_class_fit;
+  run.on_classes = [&result, &callbacks](const std::vector<std::int64_t>& classes) {
+    result.classes = classes;
+    if (callbacks.on_classes) callbacks.on_classes(classes);
+  };
+}
+
+}  // namespace
+
+Result run(const Model& model, const Request& request, const at::Tensor& image, const Callbacks& callbacks) {
+  check_request(model, request, ImageShape::of(image));
+  const core::PipelineModel& m = model.impl().pipeline;
+  Result result;
+  core::RunOptions run = engine_internal::run_options(model, request);
+  add_callbacks(run, callbacks, result);
+  if (request.action == Action::Generate) {
+    core::GenerateOptions options;
+    static_cast<core::RunOptions&>(options) = run;
+    options.width = request.width;
+    options.height = request.height;
+    options.batch = request.batch;
+    result.image = core::generate(m, options);  // [N, model channels, H, W]
+    return result;
+  }
+  const at::Tensor colour = core::to_model_channels(image.to(at::kFloat), m.channels, nullptr);
+  if (request.action == Action::Img2img) {
+    result.image = core::img2img(m, colour, request.strength, run);
+  } else {
+    core::DenoiseResult d = core::denoise(m, colour, request.sigma, run);
+    result.image = d.image;
+    result.sigma = d.sigma;
+    result.sigma_estimated = d.estimated;
+    result.steps_run = d.steps_run;
+    result.start_timestep = d.start_timestep;
+  }
+  result.image = core::from_model_channels(result.image, static_cast<int>(image.size(1)));
+  return result;
+}
+
+}  // namespace gd

@@ -1,0 +1,166 @@
+// The PDB procedures: names, arguments, menu entries, return values. Running them is
+// plugin/run_action.cpp's business.
+#include "plugin/procedures.h"
+
+#include <string>
+
+#include "plugin/run_action.h"
+
+namespace gd::plugin {
+
+namespace {
+
+constexpr const char* kMenuPath = "<Image>/Filters/Diffusion";
+
+GimpValueArray* run_procedure(GimpProcedure* procedure, GimpRunMode mode, GimpImage* image, GimpDrawable** drawables,
+                              GimpProcedureConfig* config, gpointer action) {
+  return run_action(static_cast<Action>(GPOINTER_TO_INT(action)), procedure, mode, image, drawables, config);
+}
+
+// ---- Arguments --------------------------------------------------------------------------------
+
+void add_common_arguments(GimpProcedure* procedure) {
+  gimp_procedure_add_string_argument(
+      procedure, "model", "_Model",
+      "Model folder (diffusers UNet2DModel or pipeline, TorchScript folder) or checkpoint file "
+      "(denoising-diffusion-pytorch model-N.pt), or the name of a model installed in "
+      "<GIMP user folder>/diffusion-models. Empty: $GIMP_DIFFUSION_MODEL, else the bundled "
+      "texture model (gimp-patterns)",
+      "", G_PARAM_READWRITE);
+
+  GimpChoice* samplers = gimp_choice_new();
+  gimp_choice_add(samplers, "default", 0, "Model's own", "The sampler the model was published with");
+  int id = 1;
+  for (const std::string& name : gd::sampler_names()) {
+    gimp_choice_add(samplers, name.c_str(), id++, name.c_str(), nullptr);
+  }
+  gimp_procedure_add_choice_argument(
+      procedure, "sampler", "_Sampler",
+      "Sampler: default (the model's own scheduler), ddpm, ddim, dpmpp_2m, euler or euler_a",
+      samplers, "dpmpp_2m", G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument(
+      procedure, "steps", "S_teps",
+      "Sampling steps; 0: the sampler's default (20 for the solvers, 50 for ddim, the full chain "
+      "for ddpm)",
+      0, 10000, 0, G_PARAM_READWRITE);
+  gimp_procedure_add_double_argument(
+      procedure, "eta", "_Eta", "DDIM stochasticity: 0 deterministic, 1 DDPM-like (ddim only)", 0.0, 1.0,
+      0.0, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument(
+      procedure, "seed", "See_d", "Random seed; -1: a random one (the seed used is returned)", -1,
+      G_MAXINT, -1, G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument(
+      procedure, "device", "_Device", "Where the model runs: auto (CUDA when present), cpu or cuda",
+      gimp_choice_new_with_values("auto", 0, "Auto", "CUDA when present, else CPU",
+                                  "cpu", 1, "CPU", nullptr,
+                                  "cuda", 2, "CUDA", "An NVIDIA GPU (fails when none is usable)",
+                                  nullptr),
+      "auto", G_PARAM_READWRITE);
+  gimp_procedure_add_string_argument(
+      procedure, "class", "_Class",
+      "Class-conditional models (the bundled one: one class per GIMP pattern it learned): the "
+      "class to make, by name or number. Empty: Generate draws it from the seed; Denoise and "
+      "Image to image take the class that fits the layer best",
+      "", G_PARAM_READWRITE);
+  gimp_procedure_add_double_argument(
+      procedure, "guidance", "_Guidance",
+      "Class-conditional models: guidance against the mean class, which strengthens detail and "
+      "contrast at the cost of one more network call per guided step. 1: off; up to 20. 0: the "
+      "model's default (the bundled model: 2.5 on the steps below timestep 300 for Generate, "
+      "off for Denoise and Image to image)",
+      0.0, 20.0, 0.0, G_PARAM_READWRITE);
+}
+
+void add_output_argument(GimpProcedure* procedure) {
+  gimp_procedure_add_choice_argument(
+      procedure, "output", "_Output", "new-layer: put the result in a new layer; replace: replace the pixels",
+      gimp_choice_new_with_values("new-layer", 0, "New layer", nullptr,
+                                  "replace", 1, "Replace pixels", nullptr, nullptr),
+      "new-layer", G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_argument(
+      procedure, "seamless", "_Seamless",
+      "Make the result tile seamlessly (circular padding; the area's width and height must be "
+      "multiples of the model's downsampling factor)",
+      FALSE, G_PARAM_READWRITE);
+}
+
+void set_common_metadata(GimpProcedure* procedure, const char* label, const char* blurb, const char* help) {
+  gimp_procedure_set_image_types(procedure, "RGB*, GRAY*");
+  gimp_procedure_set_sensitivity_mask(procedure, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
+  gimp_procedure_set_menu_label(procedure, label);
+  gimp_procedure_add_menu_path(procedure, kMenuPath);
+  gimp_procedure_set_documentation(procedure, blurb, help, nullptr);
+  gimp_procedure_set_attribution(procedure, "gimp-diffusion authors", "gimp-diffusion authors", "2025");
+}
+
+void add_seed_return(GimpProcedure* procedure) {
+  gimp_procedure_add_int_return_value(procedure, "seed", "Seed", "The seed used", 0, G_MAXINT, 0,
+                                      G_PARAM_READWRITE);
+}
+
+}  // namespace
+
+GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
+  GimpProcedure* procedure = nullptr;
+  if (g_strcmp0(name, kGenerate) == 0) {
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Generate), nullptr);
+    set_common_metadata(
+        procedure, "_Generate...", "Generate an image with a pixel-space diffusion model",
+        "Samples a new image the size of the selection bounds of the drawable (the whole drawable "
+        "without a selection) and puts it in a new layer placed there, named with the model, sampler, "
+        "steps and seed, or replaces the pixels inside the selection. Any size works: the model "
+        "pads and crops to its downsampling factor.");
+    add_common_arguments(procedure);
+    add_output_argument(procedure);
+    add_seed_return(procedure);
+    gimp_procedure_add_layer_return_value(procedure, "layer", "Layer",
+                                          "The layer holding the result (the new one, or the drawable)",
+                                          TRUE, G_PARAM_READWRITE);
+  } else if (g_strcmp0(name, kImg2img) == 0) {
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Img2img), nullptr);
+    set_common_metadata(
+        procedure, "_Image to Image...", "Re-imagine the selection with a pixel-space diffusion model",
+        "Adds noise to the selected area up to 'strength' and runs the diffusion model back from "
+        "there (diffusers' img2img). Low strength keeps the picture, high strength invents more. "
+        "The selection mask and its feathering are honoured; alpha is kept.");
+    add_common_arguments(procedure);
+    gimp_procedure_add_double_argument(procedure, "strength", "St_rength",
+                                       "How much to change, in (0, 1]: the fraction of the noise "
+                                       "schedule re-added before sampling back",
+                                       0.01, 1.0, 0.6, G_PARAM_READWRITE);
+    add_output_argument(procedure);
+    add_seed_return(procedure);
+    gimp_procedure_add_layer_return_value(procedure, "layer", "Layer",
+                                          "The layer holding the result (the new copy, or the drawable)",
+                                          TRUE, G_PARAM_READWRITE);
+  } else if (g_strcmp0(name, kDenoise) == 0) {
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Denoise), nullptr);
+    set_common_metadata(
+        procedure, "_Denoise Layer...", "Remove Gaussian noise with a pixel-space diffusion model",
+        "Treats the selected area as a noisy sample: the noise level is matched to a timestep of "
+        "the model's noise schedule and the reverse process runs from there. The selection mask "
+        "and its feathering are honoured; alpha is kept.");
+    add_common_arguments(procedure);
+    gimp_procedure_add_double_argument(procedure, "noise-level", "_Noise level",
+                                       "Standard deviation of the noise in 0-1 units (0.04 is about "
+                                       "10 levels of 255); 0: estimate it from the image",
+                                       0.0, 1.0, 0.0, G_PARAM_READWRITE);
+    add_seed_return(procedure);
+    gimp_procedure_add_double_return_value(procedure, "noise-level-used", "Noise level used",
+                                           "The noise level denoised (given or estimated)", 0.0, 1.0,
+                                           0.0, G_PARAM_READWRITE);
+  }
+  return procedure;
+}
+
+
+const char* action_title(Action action) {
+  switch (action) {
+    case Action::Generate: return "Generate";
+    case Action::Img2img: return "Image to Image";
+    case Action::Denoise: return "Denoise Layer";
+  }
+  return "";
+}
+
+}  // namespace gd::plugin

@@ -1,0 +1,169 @@
+#include "plugin/run_action.h"
+
+#include <libgimp/gimpui.h>
+
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "core/memory_policy.h"
+#include "plugin/apply_result.h"
+#include "plugin/config_request.h"
+#include "plugin/engine_bridge.h"
+#include "plugin/model_path.h"
+#include "plugin/pixels.h"
+#include "plugin/procedures.h"
+#include "ui/procedure_dialog.h"
+
+namespace gd::plugin {
+
+namespace {
+
+std::string one_line(const std::string& text) {
+  const auto end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+std::string basename_of(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  gchar* base = g_path_get_basename(path.c_str());
+  std::string s = base;
+  g_free(base);
+  return s;
+}
+
+void show_progress(Action action, const std::string& what, int done, int total) {
+  gimp_progress_set_text((std::string(action_title(action)) + ": " + what).c_str());
+  gimp_progress_update(total > 0 ? static_cast<double>(done) / total : 0.0);
+}
+
+Callbacks progress_callbacks(Action action) {
+  Callbacks c;
+  c.on_step = [action](int done, int total) {
+    show_progress(action, "step " + std::to_string(done) + " of " + std::to_string(total), done, total);
+    return true;
+  };
+  // The search for the best-fitting class (a few seconds on a CPU) comes before the steps.
+  c.on_class_fit = [action](int done, int total) {
+    show_progress(action,
+                  "finding the best-fitting class (" + std::to_string(done) + " of " + std::to_string(total) + ")",
+                  done, total);
+    return true;
+  };
+  return c;
+}
+
+// The dialog's model line: a cheap description, never a crash.
+std::string describe_for_dialog(const std::string& model, const std::string& device) {
+  try {
+    const std::string path = resolve_model_path(model);
+    std::string text = describe_model(path, device) + (model.empty() ? "\n(default model: " + path + ")" : "");
+    const std::vector<std::string> installed = user_model_names();
+    if (!installed.empty()) {
+      text += "\nInstalled models (type a name):";
+      for (const std::string& name : installed) text += " " + name;
+    }
+    return text;
+  } catch (const std::exception& e) {
+    return "Model problem: " + one_line(e.what());
+  }
+}
+
+// Loads, checks, reads, runs and writes; returns the layer holding the result.
+struct Outcome {
+  GimpLayer* layer = nullptr;
+  Result details;
+  std::uint64_t seed = 0;
+};
+
+Outcome run_on_image(Action action, GimpImage* image, GimpDrawable* drawable, const Region& region,
+                     GimpProcedureConfig* config) {
+  PluginRequest p = read_config(action, config);
+  Request& request = p.request;
+  request.width = region.width;
+  request.height = region.height;
+  show_progress(action, "loading model", 0, 1);
+  core::reuse_freed_memory();  // a plug-in run is a one-shot process: see core/memory_policy.h
+  const Model model = load_model(request);
+  const int channels = gimp_drawable_is_rgb(drawable) ? 3 : 1;
+  const ImageShape shape{1, channels, region.height, region.width};
+  // Checked before any pixel is read.
+  Plan plan = check_request(model, request, action == Action::Generate ? ImageShape{} : shape);
+  show_progress(action, plan.describe(model, request.seed), 0, 1);
+  Outcome outcome;
+  outcome.seed = request.seed;
+  PixelBuffer input;
+  if (action != Action::Generate) input = read_region(drawable, region);
+  const PixelBuffer result = run_on_pixels(model, request, action == Action::Generate ? nullptr : &input, channels,
+                                           progress_callbacks(action), &outcome.details);
+  gimp_progress_update(1.0);
+  // The class actually used (the best fit is known only now) goes into the layer name.
+  plan.classes = outcome.details.classes;
+  plan.best_fit = false;
+  const std::string tag = basename_of(request.model_path) + ", " + plan.describe(model, request.seed);
+  outcome.layer = apply_result(Placement{action, image, drawable, region, p.new_layer, tag}, result);
+  return outcome;
+}
+
+GimpValueArray* failure(GimpProcedure* procedure, GimpPDBStatusType status, const std::string& message) {
+  GError* error = g_error_new_literal(g_quark_from_static_string("gimp-diffusion"), 0, one_line(message).c_str());
+  return gimp_procedure_new_return_values(procedure, status, error);
+}
+
+GimpValueArray* success(Action action, GimpProcedure* procedure, GimpRunMode run_mode, const Outcome& outcome) {
+  if (run_mode == GIMP_RUN_INTERACTIVE) gimp_displays_flush();
+  const Result& d = outcome.details;
+  if (run_mode == GIMP_RUN_INTERACTIVE && action == Action::Denoise) {
+    gimp_message((std::string("Denoise Layer: noise level ") + std::to_string(d.sigma) +
+                  (d.sigma_estimated ? " (estimated)" : "") + ", seed " + std::to_string(outcome.seed))
+                     .c_str());
+  }
+  GimpValueArray* values = gimp_procedure_new_return_values(procedure, GIMP_PDB_SUCCESS, nullptr);
+  GIMP_VALUES_SET_INT(values, 1, static_cast<int>(outcome.seed));
+  if (action == Action::Denoise) {
+    GIMP_VALUES_SET_DOUBLE(values, 2, d.sigma);
+  } else {
+    GIMP_VALUES_SET_LAYER(values, 2, outcome.layer);
+  }
+  return values;
+}
+
+}  // namespace
+
+GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode run_mode, GimpImage* image,
+                           GimpDrawable** drawables, GimpProcedureConfig* config) {
+  if (gimp_core_object_array_get_length(reinterpret_cast<GObject**>(drawables)) != 1) {
+    return failure(procedure, GIMP_PDB_CALLING_ERROR,
+                   std::string(gimp_procedure_get_name(procedure)) + " works on exactly one drawable");
+  }
+  GimpDrawable* drawable = drawables[0];
+  if (run_mode == GIMP_RUN_INTERACTIVE) {
+    gimp_ui_init("gimp-diffusion");
+    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action), describe_for_dialog)) {
+      return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, nullptr);
+    }
+  } else {
+    gegl_init(nullptr, nullptr);
+  }
+  Region region;
+  if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width, &region.height)) {
+    return failure(procedure, GIMP_PDB_EXECUTION_ERROR, "the selection does not touch the drawable: nothing to do");
+  }
+  const std::string title = action_title(action);
+  try {
+    const Outcome outcome = run_on_image(action, image, drawable, region, config);
+    gimp_progress_end();
+    return success(action, procedure, run_mode, outcome);
+  } catch (const RequestError& e) {
+    gimp_progress_end();
+    return failure(procedure, GIMP_PDB_EXECUTION_ERROR, title + ": " + argument_message(e));
+  } catch (const std::exception& e) {
+    gimp_progress_end();
+    return failure(procedure, GIMP_PDB_EXECUTION_ERROR, title + ": " + e.what());
+  } catch (...) {
+    gimp_progress_end();
+    return failure(procedure, GIMP_PDB_EXECUTION_ERROR, title + ": unexpected failure");
+  }
+}
+
+}  // namespace gd::plugin
