@@ -45,7 +45,8 @@ std::string describe_text(const ModelInfo& info) {
   line("architecture:", info.architecture);
   if (!info.structure.empty()) line("structure:", info.structure);
   if (!info.weights.empty()) line("weights:", info.weights);
-  line("parameters:", with_thousands(info.parameter_count));
+  // 0 when a header read could not count them (TorchScript; a note says so).
+  line("parameters:", info.parameter_count > 0 ? with_thousands(info.parameter_count) : "not known");
   line("channels:", std::to_string(info.in_channels) + " in, " +
                         std::to_string(info.out_channels) + " out" +
                         (info.self_condition ? ", self-conditioned" : "") +

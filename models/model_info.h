@@ -24,7 +24,7 @@ struct ModelInfo {
   std::string architecture;    // e.g. "UNet2DModel"
   std::string structure;       // one line: stages, widths, attention placement
   std::string weights;         // "ema" or "model" for Trainer checkpoints, else empty
-  std::int64_t parameter_count = 0;
+  std::int64_t parameter_count = 0;  // 0: not known (read_model_info of a TorchScript folder)
   int in_channels = 3;         // image channels the network reads (without self-conditioning)
   int out_channels = 3;        // image channels it predicts (without learned variance)
   int native_height = 0;       // training size; 0 when the format does not say

@@ -47,9 +47,11 @@ struct LoadedModel {
 };
 
 // What kind of model `path` holds, from names and magic bytes only (no weights are read).
+// Defined in model_header.cpp, with the other reads that need no weights.
 CheckpointFormat detect_format(const std::string& path);
 
 // Reads and validates everything; throws gd::Error with a one-line message on any problem.
+// model_header.h's read_model_info gives the same info without reading the weights.
 LoadedModel load_model(const std::string& path, const LoadOptions& options = {});
 
 }  // namespace gd::models

@@ -376,3 +376,62 @@ TEST(SafetensorsReader, ByteFlipFuzz) {
   EXPECT_GT(errors, 0);
   EXPECT_GT(ok, 0);
 }
+
+// ---- header-only reads ------------------------------------------------------------------------
+
+TEST(SafetensorsHeader, ReadsShapesAndOffsetsOfTheDiffusersModel) {
+  const gd::models::SafetensorsHeader header = gd::models::read_safetensors_header(model_path());
+  const TensorMap tensors = read_safetensors(model_path());
+  ASSERT_EQ(header.tensors.size(), tensors.size());
+  EXPECT_EQ(header.data_start, 8u + 14288u);
+  for (const auto& [name, t] : tensors) {
+    const gd::models::SafetensorsEntry& e = header.tensors.at(name);
+    EXPECT_EQ(e.dtype, t.dtype) << name;
+    EXPECT_EQ(e.shape, t.shape) << name;
+    EXPECT_EQ(e.end - e.begin, static_cast<std::uint64_t>(t.numel()) * gd::models::dtype_size(t.dtype)) << name;
+  }
+}
+
+TEST(SafetensorsHeader, ReadsATruncatedFileThatFullParsingRefuses) {
+  std::vector<std::uint8_t> bytes = read_all(model_path());
+  // Every length from the end of the header to the end of the file.
+  for (std::size_t len = 8 + 14288; len < bytes.size(); len += 7919) {
+    std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len));
+    EXPECT_THROW(parse(cut), gd::Error) << "length " << len;
+    auto copy = std::make_shared<std::vector<std::uint8_t>>(cut);
+    EXPECT_EQ(gd::models::parse_safetensors_header(copy->data(), copy->size(), "cut").tensors.size(), 144u)
+        << "length " << len;
+  }
+}
+
+TEST(SafetensorsHeader, ValidatesTheHeaderAsFullParsingDoes) {
+  auto header_error = [](const std::vector<std::uint8_t>& bytes) -> std::string {
+    auto copy = std::make_shared<std::vector<std::uint8_t>>(bytes);  // exact end for ASan
+    try {
+      gd::models::parse_safetensors_header(copy->data(), copy->size(), "model.safetensors");
+    } catch (const gd::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::vector<std::vector<std::uint8_t>> bad = {
+      {1, 2, 3},
+      make_file("{", {}),
+      make_file("[]", {}),
+      make_file(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", {}),
+      make_file(R"({"x":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})", std::vector<std::uint8_t>(24)),
+      make_file(R"({"x":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", {}),
+      make_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", {}),
+      make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", std::vector<std::uint8_t>(12)),
+  };
+  for (const auto& bytes : bad) {
+    const std::string full = parse_error(bytes);
+    EXPECT_FALSE(full.empty());
+    EXPECT_EQ(header_error(bytes), full);
+  }
+  // Only the data section's size is not checked.
+  const auto outside = make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", {0, 0, 0, 0});
+  EXPECT_NE(parse_error(outside).find("data section has only 4 bytes"), std::string::npos);
+  EXPECT_EQ(header_error(outside), "");
+}
