@@ -9,7 +9,7 @@
 #include "core/guidance.h"
 #include "core/pipeline.h"
 #include "models/model_info.h"
-#include "models/model_loader.h"
+#include "models/model_header.h"
 
 namespace gd::plugin {
 
@@ -51,7 +51,7 @@ PixelBuffer join(const at::Tensor& colour, const at::Tensor& alpha) {
   return out;
 }
 
-std::string summary_text(const models::ModelInfo& info, const std::string& sampler, const std::string& device) {
+std::string summary_text(const models::ModelInfo& info, const std::string& device) {
   std::string t = info.architecture.empty() ? std::string("model") : info.architecture;
   t += std::string(" (") + models::format_name(info.format) + ")";
   if (info.native_width > 0 && info.native_height > 0) {
@@ -65,7 +65,6 @@ std::string summary_text(const models::ModelInfo& info, const std::string& sampl
     std::snprintf(buf, sizeof buf, "%.1fM", info.parameter_count / 1e6);
     t += ", " + std::string(buf) + " parameters";
   }
-  if (!sampler.empty()) t += ", own sampler " + sampler;
   if (info.num_classes > 0) t += ", " + std::to_string(info.num_classes) + " classes";
   const std::string guidance = core::describe_guidance(info.generate_guidance);
   if (!guidance.empty()) t += ", Generate default " + guidance;
@@ -90,9 +89,10 @@ PixelBuffer run_on_pixels(const Model& model, const Request& request, const Pixe
 }
 
 std::string describe_model(const std::string& model_path, const std::string& device) {
-  // Loading on the CPU is enough to describe it; the device shown is where a run would go.
-  const models::LoadedModel loaded = models::load_model(model_path, models::LoadOptions());
-  return summary_text(loaded.info, core::default_sampler(loaded.schedule), core::parse_device(device).str());
+  // The device shown is where a run would go.
+  // The header read: config files and weight shapes, no weights (the dialog asks again after
+  // every pause in typing).
+  return summary_text(models::read_model_info(model_path), core::parse_device(device).str());
 }
 
 }  // namespace gd::plugin

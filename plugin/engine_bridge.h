@@ -18,8 +18,8 @@ namespace gd::plugin {
 PixelBuffer run_on_pixels(const Model& model, const Request& request, const PixelBuffer* input, int channels,
                           const Callbacks& callbacks, Result* details);
 
-// One line for the dialog: architecture, format, size, channels, parameters, sampler, classes,
-// guidance, the device a run would use. Reads the model's files but not its weights.
+// One line for the dialog: architecture, format, size, channels, parameters, classes, guidance,
+// the device a run would use. Reads the model's configuration, not its weights.
 std::string describe_model(const std::string& model_path, const std::string& device);
 
 }  // namespace gd::plugin

@@ -84,7 +84,7 @@ const char* kUsage =
     "PATH is a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors\n"
     "or .bin + scheduler_config.json, or a pipeline folder with unet/ and scheduler/), a\n"
     "denoising-diffusion-pytorch Trainer checkpoint (model-N.pt), or a TorchScript model folder\n"
-    "(gimp-diffusion.json + module + scheduler_config.json; see README).\n"
+    "(gimp-diffusion.json + module + scheduler_config.json; see docs/models.md).\n"
     "\n"
     "exit status: 0 success, 1 the command failed (message on stderr), 2 wrong usage\n";
 
