@@ -59,9 +59,10 @@ std::string describe_guidance(const Guidance& guidance);
 ModelFn conditioned_network(const NetworkFn& network, const Conditioning& cond, const Guidance& guidance,
                             std::int64_t prediction_channels, std::int64_t max_batched_pixels);
 
-// Batch 2N guidance up to this many pixels per half (N * H * W): one 512x512 image. Larger
-// batches are split in two calls, which keeps the peak memory of a guided step that of an
-// unguided one.
-inline constexpr std::int64_t kMaxBatchedGuidancePixels = 512LL * 512LL;
+// Batch 2N guidance up to this many pixels per half (N * H * W). Measured on the CPU (bundled
+// model, 2 threads, docs/benchmarks.md): one call of 2N halves a guided 64x64 run, ties at
+// 128x128, and is 5-10% slower at 256x256 and 512x512 with twice the peak memory; so larger
+// batches are split in two calls of N.
+inline constexpr std::int64_t kMaxBatchedGuidancePixels = 128LL * 128LL;
 
 }  // namespace gd::core
