@@ -32,7 +32,7 @@ constexpr int kClassFitTimesteps = 2;
 // gd::Error for an unconditional model. on_call, if set, is
 // called after each network call with (calls done, calls in all); returning false throws
 // gd::Cancelled.
-std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x, int min_timestep,
-                                               const StepFn& on_call = {});
+std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const at::Tensor& x,
+                                               int min_timestep, const StepFn& on_call = {});
 
 }  // namespace gd::core

@@ -41,6 +41,7 @@ struct Conditioning {
 
 // The network of a loaded model: raw output [N, C_out, H, W] for (x, t, conditioning). It must
 // be safe to call from several threads at once (models::Network::forward is).
-using NetworkFn = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const Conditioning& cond)>;
+using NetworkFn =
+    std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const Conditioning& cond)>;
 
 }  // namespace gd::core

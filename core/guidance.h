@@ -56,8 +56,9 @@ std::string describe_guidance(const Guidance& guidance);
 // `prediction_channels`), only the prediction channels are guided; the variance stays the
 // class's own. The callback sees the first timestep of t as the batch's (the samplers give
 // every image the same one).
-ModelFn conditioned_network(const NetworkFn& network, const Conditioning& cond, const Guidance& guidance,
-                            std::int64_t prediction_channels, std::int64_t max_batched_pixels);
+ModelFn conditioned_network(const NetworkFn& network, const Conditioning& cond,
+                            const Guidance& guidance, std::int64_t prediction_channels,
+                            std::int64_t max_batched_pixels);
 
 // Batch 2N guidance up to this many pixels per half (N * H * W). Measured on the CPU (bundled
 // model, 2 threads, docs/benchmarks.md): one call of 2N halves a guided 64x64 run, ties at

@@ -23,12 +23,13 @@ double estimate_noise_sigma(const at::Tensor& image) {
                 ", expected [C, H, W] or [N, C, H, W]");
   }
   if (!at::isFloatingType(image.scalar_type())) {
-    throw Error(std::string("noise estimate: image dtype is ") + c10::toString(image.scalar_type()) +
-                ", expected a floating-point type");
+    throw Error(std::string("noise estimate: image dtype is ") +
+                c10::toString(image.scalar_type()) + ", expected a floating-point type");
   }
   at::Tensor x = image.dim() == 3 ? image.unsqueeze(0) : image;
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  if (n < 1 || c < 1) throw Error("noise estimate: image of shape " + shape_text(image) + " is empty");
+  if (n < 1 || c < 1)
+    throw Error("noise estimate: image of shape " + shape_text(image) + " is empty");
   if (h < kNoiseEstimateMinSide || w < kNoiseEstimateMinSide) {
     throw Error("noise estimate: image is " + std::to_string(w) + "x" + std::to_string(h) +
                 ", smaller than the " + std::to_string(kNoiseEstimateMinSide) + "x" +

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <random>
 
-#include "core/class_fit.h"
 #include "core/class_errors.h"
+#include "core/class_fit.h"
 #include "core/error.h"
 #include "core/noise_estimate.h"
 #include "core/samplers.h"
@@ -34,7 +34,8 @@ struct Prepared {
 
 Prepared prepare(const PipelineModel& model, const RunOptions& options) {
   Prepared p;
-  const std::string name = options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
+  const std::string name =
+      options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
   p.steps = options.steps > 0 ? options.steps : default_steps(name, model.schedule);
   if (options.steps < 0) throw Error("steps must be at least 1");
   SamplerOptions sampler_options;
@@ -50,7 +51,8 @@ NetworkFn network_in_float(const PipelineModel& model) {
   return [&model](const at::Tensor& x, const at::Tensor& t, const Conditioning& cond) {
     Conditioning on_device = cond;
     if (cond.self_cond) on_device.self_cond = cond.self_cond->to(model.device, model.dtype);
-    return model.network(x.to(model.device, model.dtype), t.to(model.device), on_device).to(at::kFloat);
+    return model.network(x.to(model.device, model.dtype), t.to(model.device), on_device)
+        .to(at::kFloat);
   };
 }
 
@@ -79,8 +81,8 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
 
 // The callback the sampler runs: the network in float32 under the run's classes (reported
 // through options.on_classes) and padding, guided where the run asks for it.
-ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes, Padding padding,
-                    const Guidance& guidance, const RunOptions& options) {
+ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes,
+                    Padding padding, const Guidance& guidance, const RunOptions& options) {
   Conditioning cond;
   cond.padding = padding;
   if (!classes.empty()) {
@@ -101,17 +103,20 @@ void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch)
   if (width < 1 || height < 1) throw Error("width and height must be at least 1");
   if (batch < 1) throw Error("batch must be at least 1");
   if (width > 65536 || height > 65536 || width * height * batch > kMaxPixels) {
-    throw Error(std::to_string(width) + "x" + std::to_string(height) + " x " + std::to_string(batch) +
-                " images are too large: the limit is " + std::to_string(kMaxPixels) + " pixels per run");
+    throw Error(std::to_string(width) + "x" + std::to_string(height) + " x " +
+                std::to_string(batch) + " images are too large: the limit is " +
+                std::to_string(kMaxPixels) + " pixels per run");
   }
 }
 
-Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height, std::int64_t width) {
+Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height,
+                    std::int64_t width) {
   if (!seamless) return Padding::Zeros;
   const int factor = std::max(1, model.downsampling_factor);
   if (height % factor != 0 || width % factor != 0) {
-    throw Error("seamless output needs a width and height that are multiples of " + std::to_string(factor) +
-                " (got " + std::to_string(width) + "x" + std::to_string(height) + ")");
+    throw Error("seamless output needs a width and height that are multiples of " +
+                std::to_string(factor) + " (got " + std::to_string(width) + "x" +
+                std::to_string(height) + ")");
   }
   if (!model.circular_padding) {
     throw Error("this model cannot make seamless textures (its padding is not ours to change)");
@@ -130,7 +135,8 @@ Guidance run_guidance(const PipelineModel& model, const RunOptions& options, boo
   return g;
 }
 
-std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch) {
+std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options,
+                                      std::int64_t batch) {
   if (num_classes <= 0) {
     if (options.class_label >= 0) throw not_class_conditional();
     return {};
@@ -138,7 +144,8 @@ std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options
   if (options.class_label >= num_classes || options.class_label < -1) {
     throw class_out_of_range(std::to_string(options.class_label), num_classes);
   }
-  if (options.class_label >= 0) return std::vector<std::int64_t>(static_cast<std::size_t>(batch), options.class_label);
+  if (options.class_label >= 0)
+    return std::vector<std::int64_t>(static_cast<std::size_t>(batch), options.class_label);
   std::mt19937_64 rng(options.seed);
   std::vector<std::int64_t> classes;
   for (std::int64_t i = 0; i < batch; ++i) {
@@ -167,7 +174,9 @@ at::Tensor to_model_channels(const at::Tensor& image, int model_channels, std::s
   const std::int64_t c = image.size(1);
   if (c == model_channels) return image;
   if (c == 1) {
-    if (note) *note = "gray image replicated into the model's " + std::to_string(model_channels) + " channels";
+    if (note)
+      *note =
+          "gray image replicated into the model's " + std::to_string(model_channels) + " channels";
     return image.expand({image.size(0), model_channels, image.size(2), image.size(3)}).contiguous();
   }
   if (model_channels == 1) {
@@ -182,7 +191,8 @@ at::Tensor from_model_channels(const at::Tensor& image, int image_channels) {
   const std::int64_t c = image.size(1);
   if (c == image_channels) return image;
   if (image_channels == 1) return image.mean(1, true);
-  if (c == 1) return image.expand({image.size(0), image_channels, image.size(2), image.size(3)}).contiguous();
+  if (c == 1)
+    return image.expand({image.size(0), image_channels, image.size(2), image.size(3)}).contiguous();
   return image.narrow(1, 0, image_channels);
 }
 
@@ -204,7 +214,8 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
   at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
   at::Tensor x = noise * p.sampler->init_noise_sigma();
-  x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options), p.generator, options.on_step);
+  x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options), p.generator,
+                     options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -224,11 +235,13 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   }
   const std::int64_t height = image.size(2), width = image.size(3);
   const Padding padding = run_padding(model, options.seamless, height, width);
-  at::Tensor init = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  at::Tensor init =
+      pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   const std::vector<std::int64_t> labels = classes_for_images(model, options, init, 0);
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
-  x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options), p.generator, options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options), p.generator,
+                     options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -258,11 +271,14 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
     return result;
   }
   // t*: the last timestep whose noise level does not exceed the image's.
-  const int t_star = std::max(0, static_cast<int>((ratio <= target).sum().item<std::int64_t>()) - 1);
+  const int t_star =
+      std::max(0, static_cast<int>((ratio <= target).sum().item<std::int64_t>()) - 1);
 
   // Spread the requested steps over [0, t*] by asking for proportionally more over [0, T).
-  const std::string name = options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
-  const int want = options.steps > 0 ? options.steps : std::min(default_steps(name, model.schedule), t_star + 1);
+  const std::string name =
+      options.sampler.empty() ? default_sampler(model.schedule) : options.sampler;
+  const int want =
+      options.steps > 0 ? options.steps : std::min(default_steps(name, model.schedule), t_star + 1);
   RunOptions run = options;
   run.sampler = name;
   run.steps = std::clamp(static_cast<int>(std::ceil(double(want) * T / (t_star + 1))), 1, T);
@@ -279,12 +295,13 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   // The noisy image already carries noise of the right level relative to the signal: scaling
   // it to the chosen timestep's sample is add_noise with zero extra noise (alpha_t * x for
   // variance-preserving samplers, x itself for sigma-space ones).
-  at::Tensor x0_noisy = pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  at::Tensor x0_noisy =
+      pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
   // The class is fitted on noise added above the image's own level (t*).
   const std::vector<std::int64_t> labels = classes_for_images(model, options, x0_noisy, t_star);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
-  x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options), p.generator,
-                     options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options),
+                     p.generator, options.on_step);
   result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
   return result;
 }

@@ -31,9 +31,9 @@ namespace gd::core {
 struct PipelineModel {
   NetworkFn network;
   ScheduleConfig schedule;
-  int channels = 3;               // image channels the network denoises
-  int downsampling_factor = 1;    // sizes are padded up to multiples of this
-  int native_width = 0;           // the training size, used when no size is given (0: unknown)
+  int channels = 3;             // image channels the network denoises
+  int downsampling_factor = 1;  // sizes are padded up to multiples of this
+  int native_width = 0;         // the training size, used when no size is given (0: unknown)
   int native_height = 0;
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;  // network dtype; sampling maths stays float32
@@ -47,11 +47,11 @@ struct PipelineModel {
 };
 
 struct RunOptions {
-  std::string sampler;     // empty: the model's own default (default_sampler)
-  int steps = 0;           // 0: the default for the sampler (default_steps)
-  double eta = 0.0;        // DDIM only
+  std::string sampler;  // empty: the model's own default (default_sampler)
+  int steps = 0;        // 0: the default for the sampler (default_steps)
+  double eta = 0.0;     // DDIM only
   std::uint64_t seed = 0;
-  StepFn on_step;          // progress and cancel; may be empty
+  StepFn on_step;  // progress and cancel; may be empty
   // Seamless (tileable) output: the network pads circularly, so left meets right and top meets
   // bottom. Needs width and height that are multiples of the downsampling factor, since a
   // cropped result would no longer tile.
@@ -80,7 +80,7 @@ struct RunOptions {
 };
 
 struct GenerateOptions : RunOptions {
-  int width = 0;           // 0: the model's native size
+  int width = 0;  // 0: the model's native size
   int height = 0;
   int batch = 1;
 };
@@ -96,7 +96,8 @@ int default_steps(const std::string& sampler, const ScheduleConfig& schedule);
 // is -1, one per image drawn uniformly from the seed with std::mt19937_64 (its own generator, so
 // the noise stays the reference's). Empty for unconditional models. Throws gd::Error for a class
 // out of range or a class given to an unconditional model.
-std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options, std::int64_t batch);
+std::vector<std::int64_t> run_classes(int num_classes, const RunOptions& options,
+                                      std::int64_t batch);
 
 // The guidance a run will use: the model's default for generate (generating) or none, with the
 // options' scale and limit where set. Throws gd::Error for values out of range or guidance
@@ -143,6 +144,7 @@ void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch)
 // The padding of a run: circular for seamless output. Throws gd::Error when the model cannot
 // pad circularly or the size is not a multiple of its downsampling factor (a cropped result
 // would no longer tile).
-Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height, std::int64_t width);
+Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height,
+                    std::int64_t width);
 
 }  // namespace gd::core

@@ -8,10 +8,8 @@ Prediction interpret_output(PredictionType type, const at::Tensor& x_t,
                             const at::Tensor& model_output, const at::Tensor& alpha,
                             const at::Tensor& sigma) {
   switch (type) {
-    case PredictionType::Epsilon:
-      return {(x_t - sigma * model_output) / alpha, model_output};
-    case PredictionType::Sample:
-      return {model_output, (x_t - alpha * model_output) / sigma};
+    case PredictionType::Epsilon: return {(x_t - sigma * model_output) / alpha, model_output};
+    case PredictionType::Sample: return {model_output, (x_t - alpha * model_output) / sigma};
     case PredictionType::V:
       return {alpha * x_t - sigma * model_output, alpha * model_output + sigma * x_t};
   }

@@ -66,7 +66,8 @@ std::unique_ptr<Sampler> make_sampler(const std::string& name, const ScheduleCon
   if (name == "ddpm") return std::make_unique<DdpmSampler>(schedule);
   if (name == "ddim") return std::make_unique<DdimSampler>(schedule, options.eta);
   if (name == "dpmpp_2m") return std::make_unique<DpmSolverPP2MSampler>(schedule);
-  if (name == "euler") return std::make_unique<EulerSampler>(schedule, EulerSampler::Variant::Euler);
+  if (name == "euler")
+    return std::make_unique<EulerSampler>(schedule, EulerSampler::Variant::Euler);
   return std::make_unique<EulerSampler>(schedule, EulerSampler::Variant::Ancestral);
 }
 

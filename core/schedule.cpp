@@ -35,13 +35,11 @@ at::Tensor make_betas(const ScheduleConfig& config) {
   if (steps < 1) throw Error("schedule: num_train_timesteps must be at least 1");
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   switch (config.beta_schedule) {
-    case BetaSchedule::Linear:
-      return at::linspace(config.beta_start, config.beta_end, steps, f32);
+    case BetaSchedule::Linear: return at::linspace(config.beta_start, config.beta_end, steps, f32);
     case BetaSchedule::ScaledLinear:
       return at::linspace(std::sqrt(config.beta_start), std::sqrt(config.beta_end), steps, f32)
           .pow(2);
-    case BetaSchedule::SquaredCosCapV2:
-      return squared_cosine_betas(steps);
+    case BetaSchedule::SquaredCosCapV2: return squared_cosine_betas(steps);
     case BetaSchedule::Sigmoid: {
       at::Tensor x = at::linspace(-6, 6, steps, f32);
       return at::sigmoid(x) * (config.beta_end - config.beta_start) + config.beta_start;
@@ -56,9 +54,7 @@ at::Tensor make_betas(const ScheduleConfig& config) {
   throw Error("schedule: unknown beta schedule");
 }
 
-at::Tensor cumulative_alphas(const at::Tensor& betas) {
-  return at::cumprod(1.0 - betas, 0);
-}
+at::Tensor cumulative_alphas(const at::Tensor& betas) { return at::cumprod(1.0 - betas, 0); }
 
 at::Tensor model_alphas_cumprod(const ScheduleConfig& config, at::ScalarType dtype) {
   const auto stored = config.stored_buffers.find("alphas_cumprod");

@@ -69,8 +69,8 @@ at::Tensor cumulative_alphas(const at::Tensor& betas);
 // of a timestep whatever the model's family.
 at::Tensor model_alphas_cumprod(const ScheduleConfig& config, at::ScalarType dtype = at::kFloat);
 
-const char* beta_schedule_name(BetaSchedule schedule);    // diffusers' spelling
-const char* prediction_type_name(PredictionType type);    // "epsilon", "sample", "v_prediction"
+const char* beta_schedule_name(BetaSchedule schedule);  // diffusers' spelling
+const char* prediction_type_name(PredictionType type);  // "epsilon", "sample", "v_prediction"
 const char* timestep_spacing_name(TimestepSpacing spacing);
 
 }  // namespace gd::core

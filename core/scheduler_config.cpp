@@ -74,8 +74,9 @@ ScheduleConfig parse_scheduler_config(const std::string& json_text, const std::s
   else if (schedule == "scaled_linear") config.beta_schedule = BetaSchedule::ScaledLinear;
   else if (schedule == "squaredcos_cap_v2") config.beta_schedule = BetaSchedule::SquaredCosCapV2;
   else if (schedule == "sigmoid") config.beta_schedule = BetaSchedule::Sigmoid;
-  else r.fail("beta_schedule", "is '" + schedule +
-              "'; supported: linear, scaled_linear, squaredcos_cap_v2, sigmoid");
+  else
+    r.fail("beta_schedule",
+           "is '" + schedule + "'; supported: linear, scaled_linear, squaredcos_cap_v2, sigmoid");
 
   if (r.has("trained_betas")) {
     const json& betas = object["trained_betas"];
@@ -88,7 +89,8 @@ ScheduleConfig parse_scheduler_config(const std::string& json_text, const std::s
     }
     if (static_cast<int>(config.given_betas.size()) != config.num_train_timesteps) {
       r.fail("trained_betas", "has " + std::to_string(config.given_betas.size()) +
-             " values but num_train_timesteps is " + std::to_string(config.num_train_timesteps));
+                                  " values but num_train_timesteps is " +
+                                  std::to_string(config.num_train_timesteps));
     }
     config.beta_schedule = BetaSchedule::Given;
   }
@@ -97,7 +99,8 @@ ScheduleConfig parse_scheduler_config(const std::string& json_text, const std::s
   if (prediction == "epsilon") config.prediction_type = PredictionType::Epsilon;
   else if (prediction == "sample") config.prediction_type = PredictionType::Sample;
   else if (prediction == "v_prediction") config.prediction_type = PredictionType::V;
-  else r.fail("prediction_type", "is '" + prediction + "'; supported: epsilon, sample, v_prediction");
+  else
+    r.fail("prediction_type", "is '" + prediction + "'; supported: epsilon, sample, v_prediction");
 
   config.clip_sample = r.boolean("clip_sample", config.clip_sample);
   config.clip_sample_range = r.number("clip_sample_range", config.clip_sample_range);
@@ -105,8 +108,10 @@ ScheduleConfig parse_scheduler_config(const std::string& json_text, const std::s
   if (config.variance_type != "fixed_small" && config.variance_type != "fixed_small_log" &&
       config.variance_type != "fixed_large" && config.variance_type != "fixed_large_log" &&
       config.variance_type != "learned" && config.variance_type != "learned_range") {
-    r.fail("variance_type", "is '" + config.variance_type + "'; supported: fixed_small, "
-           "fixed_small_log, fixed_large, fixed_large_log, learned, learned_range");
+    r.fail("variance_type",
+           "is '" + config.variance_type +
+               "'; supported: fixed_small, "
+               "fixed_small_log, fixed_large, fixed_large_log, learned, learned_range");
   }
 
   const std::string spacing = r.text("timestep_spacing", "leading");

@@ -94,9 +94,7 @@ at::Tensor ddpm_timesteps(const ScheduleConfig& config, int steps) {
       for (int i = steps - 1; i >= 0; --i) out.push_back(i * step_ratio + config.steps_offset);
       break;
     }
-    case TimestepSpacing::Trailing:
-      out = trailing_timesteps(T, steps);
-      break;
+    case TimestepSpacing::Trailing: out = trailing_timesteps(T, steps); break;
   }
   return int64_tensor(out);
 }
@@ -120,9 +118,7 @@ at::Tensor dpm_solver_timesteps(const ScheduleConfig& config, int steps) {
       for (int i = steps; i >= 1; --i) out.push_back(i * step_ratio + config.steps_offset);
       break;
     }
-    case TimestepSpacing::Trailing:
-      out = trailing_timesteps(T, steps);
-      break;
+    case TimestepSpacing::Trailing: out = trailing_timesteps(T, steps); break;
   }
   return int64_tensor(out);
 }
@@ -161,7 +157,7 @@ at::Tensor sigma_table(const at::Tensor& alphas_cumprod) {
 
 at::Tensor interpolated_sigmas(const at::Tensor& alphas_cumprod, const at::Tensor& timesteps) {
   at::Tensor table = sigma_table(alphas_cumprod).to(at::kDouble).contiguous();  // [T]
-  at::Tensor times = timesteps.to(at::kDouble).contiguous();                   // [S]
+  at::Tensor times = timesteps.to(at::kDouble).contiguous();                    // [S]
   const double* fp = table.data_ptr<double>();
   const double* x = times.data_ptr<double>();
   const std::int64_t n = table.size(0);

@@ -3,7 +3,8 @@
 // Each diffusers scheduler has its own set_timesteps, and they differ in small ways that
 // change which network times are visited (and so the image for a given seed):
 //   DDPM / DDIM:    int64, `steps` points; leading = i * (T // steps) + steps_offset,
-//                   trailing = round(arange(T, 0, -T/steps)) - 1, linspace = round(linspace(0, T-1)).
+//                   trailing = round(arange(T, 0, -T/steps)) - 1, linspace = round(linspace(0,
+//                   T-1)).
 //   DPM-Solver:     int64, steps + 1 points with the last one dropped (never reaches t = 0).
 //   Euler (and a):  float32; linspace is not rounded, so timesteps can be fractional.
 // diffusers computes these with numpy in float64 (np.linspace, np.arange, np.round = round half

@@ -56,8 +56,7 @@ at::Tensor DiffusionLoss::compute_at(const ModelFn& network, const at::Tensor& x
   if (x0.dim() != 4 || noise.sizes() != x0.sizes() || t.dim() != 1 || t.size(0) != x0.size(0)) {
     throw Error("internal: DiffusionLoss needs x0 [N, C, H, W], noise like it and t [N]");
   }
-  const at::Tensor abar =
-      alphas_cumprod_.to(x0.device()).index_select(0, t.to(at::kLong));
+  const at::Tensor abar = alphas_cumprod_.to(x0.device()).index_select(0, t.to(at::kLong));
   const at::Tensor alpha = abar.sqrt().view({-1, 1, 1, 1});
   const at::Tensor sigma = (1 - abar).sqrt().view({-1, 1, 1, 1});
   const at::Tensor x_t = alpha * x0 + sigma * noise;
@@ -86,7 +85,8 @@ void init_parameters(const NamedParams& params, at::Generator& gen) {
       const std::int64_t fan = p.dim() >= 2 ? p.numel() / p.size(0) : it->second;
       const double bound = 1.0 / std::sqrt(static_cast<double>(fan));
       // Drawn on the CPU, where the generator is, then copied: the same numbers on any device.
-      p.copy_(at::empty(p.sizes(), at::TensorOptions().dtype(p.dtype())).uniform_(-bound, bound, gen));
+      p.copy_(
+          at::empty(p.sizes(), at::TensorOptions().dtype(p.dtype())).uniform_(-bound, bound, gen));
     } else if (is_bias) {
       p.zero_();
     } else {

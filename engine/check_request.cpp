@@ -36,11 +36,12 @@ void check_sampling(const core::PipelineModel& model, const Request& r) {
     throw RequestError("sampler", "sampler must be one of " + list + ", not '" + r.sampler + "'");
   }
   const int T = model.schedule.num_train_timesteps;
-  if (r.steps < 0) throw RequestError("steps", "steps must be at least 1 (0: the sampler's default)");
+  if (r.steps < 0)
+    throw RequestError("steps", "steps must be at least 1 (0: the sampler's default)");
   if (r.steps > T) {
     throw RequestError("steps",
-                       "steps " + std::to_string(r.steps) + " exceeds the model's " + std::to_string(T) +
-                           " training timesteps",
+                       "steps " + std::to_string(r.steps) + " exceeds the model's " +
+                           std::to_string(T) + " training timesteps",
                        /*about_model=*/true);
   }
   if (!(r.eta >= 0 && r.eta <= 1)) throw RequestError("eta", "eta must be between 0 and 1");
@@ -54,25 +55,31 @@ struct RunSize {
 RunSize check_size(const core::PipelineModel& model, const Request& r, const ImageShape& image) {
   RunSize size;
   if (r.action == Action::Generate) {
-    if (r.width < 0 || r.height < 0) throw RequestError("width", "width and height must be at least 1 (0: native)");
+    if (r.width < 0 || r.height < 0)
+      throw RequestError("width", "width and height must be at least 1 (0: native)");
     size.width = r.width > 0 ? r.width : model.native_width;
     size.height = r.height > 0 ? r.height : model.native_height;
     if (size.width <= 0 || size.height <= 0) {
-      throw RequestError("width", "the model does not record its image size: give the width and height", true);
+      throw RequestError(
+          "width", "the model does not record its image size: give the width and height", true);
     }
     size.batch = r.batch;
     if (r.batch < 1) throw RequestError("batch", "batch must be at least 1");
-    about("width", [&] { core::check_run_size(size.width, size.height, size.batch); return 0; });
+    about("width", [&] {
+      core::check_run_size(size.width, size.height, size.batch);
+      return 0;
+    });
     return size;
   }
-  if (image.batch < 1 || image.channels < 1) throw RequestError("image", "an input image is needed");
+  if (image.batch < 1 || image.channels < 1)
+    throw RequestError("image", "an input image is needed");
   size = {image.batch, image.height, image.width};
   about("image", [&] {
     core::check_run_size(size.width, size.height, size.batch);
     const std::int64_t c = image.channels, m = model.channels;
     if (c != m && c != 1 && m != 1) {
-      throw Error("the image has " + std::to_string(c) + " colour channels but the model works on " +
-                  std::to_string(m));
+      throw Error("the image has " + std::to_string(c) +
+                  " colour channels but the model works on " + std::to_string(m));
     }
     return 0;
   });
@@ -92,15 +99,22 @@ void check_action(const Request& r) {
 }
 
 // The guidance of the run, each value checked on its own first so the message names its field.
-core::Guidance check_guidance(const core::PipelineModel& model, const Request& r, const core::RunOptions& run) {
+core::Guidance check_guidance(const core::PipelineModel& model, const Request& r,
+                              const core::RunOptions& run) {
   const int T = model.schedule.num_train_timesteps;
   if (r.guidance) {
-    about("guidance", [&] { core::check_guidance_values(core::Guidance{*r.guidance}, T); return 0; });
+    about("guidance", [&] {
+      core::check_guidance_values(core::Guidance{*r.guidance}, T);
+      return 0;
+    });
   }
   if (r.guidance_below) {
     core::Guidance limit;
     limit.below_timestep = *r.guidance_below;
-    about("guidance_below", [&] { core::check_guidance_values(limit, T); return 0; });
+    about("guidance_below", [&] {
+      core::check_guidance_values(limit, T);
+      return 0;
+    });
   }
   // The combination: guidance on a model without classes, or a limit without guidance.
   const bool limit_alone = r.guidance_below && !(r.guidance && *r.guidance != 1.0);
@@ -129,7 +143,9 @@ core::RunOptions run_options(const Model& model, const Request& r) {
   run.guidance_below = r.guidance_below.value_or(0);
   if (!r.class_name.empty()) {
     const models::ModelInfo& info = model.info();
-    run.class_label = about("class_name", [&] { return models::find_class(r.class_name, info.class_names, info.num_classes); });
+    run.class_label = about("class_name", [&] {
+      return models::find_class(r.class_name, info.class_names, info.num_classes);
+    });
   }
   return run;
 }
@@ -141,7 +157,8 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
   check_action(r);
   check_sampling(m, r);
   const RunSize size = check_size(m, r, image);
-  if (r.seamless) about("seamless", [&] { return core::run_padding(m, true, size.height, size.width); });
+  if (r.seamless)
+    about("seamless", [&] { return core::run_padding(m, true, size.height, size.width); });
   const core::RunOptions run = engine_internal::run_options(model, r);
   Plan plan;
   plan.guidance = core::describe_guidance(check_guidance(m, r, run));
@@ -150,17 +167,24 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
   plan.device = model.device();
   const bool from_image = r.action != Action::Generate;
   plan.best_fit = from_image && m.num_classes > 0 && run.class_label < 0;
-  if (!plan.best_fit) plan.classes = about("class_name", [&] { return core::run_classes(m.num_classes, run, size.batch); });
+  if (!plan.best_fit)
+    plan.classes =
+        about("class_name", [&] { return core::run_classes(m.num_classes, run, size.batch); });
   plan.classes_drawn = !plan.classes.empty() && run.class_label < 0;
   return plan;
 }
 
 std::string Plan::describe(const Model& model, std::uint64_t seed) const {
-  std::string text = "sampler " + sampler + ", " + std::to_string(steps) + " steps, seed " + std::to_string(seed);
+  std::string text =
+      "sampler " + sampler + ", " + std::to_string(steps) + " steps, seed " + std::to_string(seed);
   if (best_fit) text += ", class: the best fit for the image";
-  const bool same = std::all_of(classes.begin(), classes.end(), [&](std::int64_t k) { return k == classes[0]; });
+  const bool same =
+      std::all_of(classes.begin(), classes.end(), [&](std::int64_t k) { return k == classes[0]; });
   for (std::size_t i = 0; i < classes.size() && !(same && i > 0); ++i) {
-    text += (i ? ", " : classes.size() > 1 && !same ? ", classes " : ", class ") + model.describe_class(classes[i]);
+    text += (i                             ? ", "
+             : classes.size() > 1 && !same ? ", classes "
+                                           : ", class ") +
+            model.describe_class(classes[i]);
   }
   if (classes_drawn) text += " (drawn from the seed)";
   if (!guidance.empty()) text += ", " + guidance;

@@ -51,34 +51,35 @@ struct Request {
   Action action = Action::Generate;
 
   // Loading.
-  std::string model_path;        // empty: default_model_path()
-  std::string device = "auto";   // auto (CUDA when present), cpu, cuda
+  std::string model_path;          // empty: default_model_path()
+  std::string device = "auto";     // auto (CUDA when present), cpu, cuda
   std::string precision = "fp32";  // fp32 or bf16 (the network's dtype; sampling stays fp32)
-  std::string weights;           // Trainer checkpoints: "ema" or "model"; empty: the format's own
-  std::string objective;         // Trainer checkpoints: pred_noise, pred_x0 or pred_v; empty: from the file
+  std::string weights;             // Trainer checkpoints: "ema" or "model"; empty: the format's own
+  std::string
+      objective;  // Trainer checkpoints: pred_noise, pred_x0 or pred_v; empty: from the file
 
   // Sampling.
-  std::string sampler;           // empty: the model's own (default_sampler)
-  int steps = 0;                 // 0: the sampler's default
-  double eta = 0.0;              // DDIM stochasticity, [0, 1]
+  std::string sampler;  // empty: the model's own (default_sampler)
+  int steps = 0;        // 0: the sampler's default
+  double eta = 0.0;     // DDIM stochasticity, [0, 1]
   std::uint64_t seed = 0;
-  bool seamless = false;         // circular padding: the result tiles
-  std::string class_name;        // class-conditional models: a name or number; empty: drawn from
-                                 // the seed (generate) or the best fit for the image (the others)
-  std::optional<double> guidance;      // 1 (off) to 20; empty: the model's default for generate,
-                                       // off for the others
-  std::optional<int> guidance_below;   // guide timesteps below this; empty: the default
+  bool seamless = false;           // circular padding: the result tiles
+  std::string class_name;          // class-conditional models: a name or number; empty: drawn from
+                                   // the seed (generate) or the best fit for the image (the others)
+  std::optional<double> guidance;  // 1 (off) to 20; empty: the model's default for generate,
+                                   // off for the others
+  std::optional<int> guidance_below;  // guide timesteps below this; empty: the default
 
   // Generate.
-  int width = 0;                 // 0: the model's native size
+  int width = 0;  // 0: the model's native size
   int height = 0;
   int batch = 1;
 
   // Image to image.
-  double strength = 0.6;         // (0, 1]
+  double strength = 0.6;  // (0, 1]
 
   // Denoise.
-  std::optional<double> sigma;   // noise standard deviation in 0-1 units; empty: estimated
+  std::optional<double> sigma;  // noise standard deviation in 0-1 units; empty: estimated
 };
 
 // A bad value in a Request: the message is one line and field() names the Request member
@@ -106,7 +107,7 @@ class Model {
   ~Model();
 
   const models::ModelInfo& info() const;
-  std::string device() const;        // "cpu", "cuda:0"
+  std::string device() const;  // "cpu", "cuda:0"
   std::string default_sampler() const;
   int num_classes() const;
   // "3 (bricks)", or "3" for a model without class names.
@@ -127,14 +128,14 @@ Model load_model(const Request& request);
 
 // What a checked request will do, known before any work: for the start-up line of a front end.
 struct Plan {
-  std::string sampler;            // resolved
-  int steps = 0;                  // resolved (denoise: the requested spread; steps_run says more)
+  std::string sampler;  // resolved
+  int steps = 0;        // resolved (denoise: the requested spread; steps_run says more)
   std::vector<std::int64_t> classes;  // generate: the class of each image; img2img/denoise: the
                                       // given class, or empty when the best fit will be searched
-  bool best_fit = false;          // img2img/denoise on a class-conditional model without a class
-  bool classes_drawn = false;     // generate without a class: drawn from the seed
-  std::string guidance;           // "guidance 2.5 below timestep 300", empty when unguided
-  std::string device;             // "cpu", "cuda:0"
+  bool best_fit = false;       // img2img/denoise on a class-conditional model without a class
+  bool classes_drawn = false;  // generate without a class: drawn from the seed
+  std::string guidance;        // "guidance 2.5 below timestep 300", empty when unguided
+  std::string device;          // "cpu", "cuda:0"
   // "sampler dpmpp_2m, 20 steps, seed 42, class 3 (bricks), guidance 2 below timestep 300":
   // how the result was made, for progress text and layer names.
   std::string describe(const Model& model, std::uint64_t seed) const;
@@ -166,13 +167,14 @@ struct Result {
   std::vector<std::int64_t> classes;  // the class of each image (empty: unconditional)
   double sigma = 0.0;                 // denoise: the noise level used
   bool sigma_estimated = false;
-  int steps_run = 0;                  // denoise: 0 when the image is below the model's finest level
-  double start_timestep = 0.0;        // denoise
+  int steps_run = 0;            // denoise: 0 when the image is below the model's finest level
+  double start_timestep = 0.0;  // denoise
 };
 
 // Runs a request (checking it first). image: the input for img2img and denoise, undefined for
 // generate. Throws gd::Cancelled when a callback returns false.
-Result run(const Model& model, const Request& request, const at::Tensor& image, const Callbacks& callbacks = {});
+Result run(const Model& model, const Request& request, const at::Tensor& image,
+           const Callbacks& callbacks = {});
 
 // The model a request without model_path uses: $GIMP_DIFFUSION_MODEL when set, else the bundled
 // texture model (next to the running program: <dir>/models/gimp-patterns, as the plug-in is

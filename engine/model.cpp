@@ -33,16 +33,19 @@ models::LoadOptions load_options(const Request& request) {
   if (request.precision == "bf16") {
     load.dtype = at::kBFloat16;
   } else if (request.precision != "fp32" && !request.precision.empty()) {
-    throw RequestError("precision", "precision must be fp32 or bf16, not '" + request.precision + "'");
+    throw RequestError("precision",
+                       "precision must be fp32 or bf16, not '" + request.precision + "'");
   }
   if (!request.weights.empty() && request.weights != "ema" && request.weights != "model") {
-    throw RequestError("weights", "weights must be 'ema' or 'model', not '" + request.weights + "'");
+    throw RequestError("weights",
+                       "weights must be 'ema' or 'model', not '" + request.weights + "'");
   }
   load.weights = request.weights;
   if (!request.objective.empty()) {
     const std::string& o = request.objective;
     if (o != "pred_noise" && o != "pred_x0" && o != "pred_v") {
-      throw RequestError("objective", "objective must be pred_noise, pred_x0 or pred_v, not '" + o + "'");
+      throw RequestError("objective",
+                         "objective must be pred_noise, pred_x0 or pred_v, not '" + o + "'");
     }
     load.objective = o;
   }
@@ -75,7 +78,9 @@ Model::~Model() = default;
 
 const models::ModelInfo& Model::info() const { return impl_->loaded.info; }
 std::string Model::device() const { return impl_->load.device.str(); }
-std::string Model::default_sampler() const { return core::default_sampler(impl_->pipeline.schedule); }
+std::string Model::default_sampler() const {
+  return core::default_sampler(impl_->pipeline.schedule);
+}
 int Model::num_classes() const { return impl_->pipeline.num_classes; }
 std::string Model::describe_class(std::int64_t k) const {
   return models::describe_class(impl_->loaded.info.class_names, k);
@@ -86,8 +91,9 @@ Model load_model(const Request& request) {
   impl->load = load_options(request);
   const std::string path = request.model_path.empty() ? default_model_path() : request.model_path;
   if (path.empty()) {
-    throw RequestError("model_path", "no model given, GIMP_DIFFUSION_MODEL is not set and the bundled model "
-                                     "is missing: give a model folder or checkpoint");
+    throw RequestError("model_path",
+                       "no model given, GIMP_DIFFUSION_MODEL is not set and the bundled model "
+                       "is missing: give a model folder or checkpoint");
   }
   impl->loaded = models::load_model(path, impl->load);
   impl->pipeline = models::pipeline_model(impl->loaded, impl->load);

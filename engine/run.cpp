@@ -24,7 +24,8 @@ void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& re
 
 }  // namespace
 
-Result run(const Model& model, const Request& request, const at::Tensor& image, const Callbacks& callbacks) {
+Result run(const Model& model, const Request& request, const at::Tensor& image,
+           const Callbacks& callbacks) {
   check_request(model, request, ImageShape::of(image));
   const core::PipelineModel& m = model.impl().pipeline;
   Result result;

@@ -66,8 +66,8 @@ void write_png(const std::string& path, const Image& image, int bit_depth);
 // `nchw` (row-major, exactly n*c*h*w values, stored as given: no clamping, so numerical
 // comparisons see the model's raw output). Same temporary-file-and-rename guarantee as
 // write_png. Non-finite values are refused.
-void write_safetensors_image(const std::string& path, const std::vector<float>& nchw, int n,
-                             int c, int h, int w);
+void write_safetensors_image(const std::string& path, const std::vector<float>& nchw, int n, int c,
+                             int h, int w);
 
 // Output names for `count` images: {path} for count 1; otherwise "-0", "-1", ... inserted
 // before the extension of the file name ("out/x.png" -> "out/x-0.png", "out/x-1.png"), or

@@ -22,8 +22,8 @@ std::string folder_of(const std::string& path);
 void check_dimensions(const std::string& path, std::int64_t width, std::int64_t height,
                       std::int64_t count);
 
-Image read_png(const std::string& path);                                  // png_file.cpp
-std::vector<Image> read_safetensors_images(const std::string& path);      // safetensors_image.cpp
+Image read_png(const std::string& path);                              // png_file.cpp
+std::vector<Image> read_safetensors_images(const std::string& path);  // safetensors_image.cpp
 
 // Temporary file next to the destination, renamed into place by commit(): a failed write never
 // leaves a partial file at the destination or a temporary one beside it.

@@ -19,8 +19,10 @@ void check_writable(const std::string& path) {
   if (fs::is_directory(path, ec)) throw Error(path + ": is a folder, not an output file");
   fs::path folder = fs::path(path).parent_path();
   if (folder.empty()) folder = ".";
-  if (!fs::is_directory(folder, ec)) throw Error(path + ": folder " + folder.string() + " does not exist");
-  if (access(folder.c_str(), W_OK) != 0) throw Error(path + ": folder " + folder.string() + " is not writable");
+  if (!fs::is_directory(folder, ec))
+    throw Error(path + ": folder " + folder.string() + " does not exist");
+  if (access(folder.c_str(), W_OK) != 0)
+    throw Error(path + ": folder " + folder.string() + " is not writable");
 }
 
 LoadedImage read_image_tensor(const std::string& path) {
@@ -32,7 +34,8 @@ LoadedImage read_image_tensor(const std::string& path) {
   loaded.bit_depth = first.bit_depth;
   std::vector<at::Tensor> frames;
   for (const Image& image : images) {
-    if (image.width != first.width || image.height != first.height || image.channels != first.channels) {
+    if (image.width != first.width || image.height != first.height ||
+        image.channels != first.channels) {
       throw Error(path + ": the images in one file must share size and channels");
     }
     // HWC floats -> [1, C, H, W]
@@ -49,7 +52,8 @@ void write_image_tensor(const std::string& path, const at::Tensor& images, int b
   const int n = static_cast<int>(x.size(0)), c = static_cast<int>(x.size(1));
   const int h = static_cast<int>(x.size(2)), w = static_cast<int>(x.size(3));
   std::string ext = fs::path(path).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
   if (ext != ".png" && ext != ".safetensors") {
     throw Error(path + ": cannot write images as '" + ext + "' (.png or .safetensors)");
   }

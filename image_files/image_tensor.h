@@ -10,9 +10,9 @@
 namespace gd::image_files {
 
 struct LoadedImage {
-  at::Tensor pixels;       // [N, C, H, W] float32 in [0, 1], alpha last when has_alpha
+  at::Tensor pixels;  // [N, C, H, W] float32 in [0, 1], alpha last when has_alpha
   bool has_alpha = false;
-  int bit_depth = 8;       // of the source (8/16 for PNG, 32 for safetensors)
+  int bit_depth = 8;  // of the source (8/16 for PNG, 32 for safetensors)
 };
 
 // Fails early, before any work, when `path` (or, for a batch, its numbered siblings) cannot be

@@ -159,8 +159,8 @@ void decode_row(const std::uint8_t* row, std::size_t samples, int bit_depth, flo
 // Phase 3: decode the pixels. `raw` holds one row (non-interlaced: rows are decoded as they
 // come, so the byte copy of the image never exists) or all rows (interlaced: every pass
 // revisits every row).
-bool png_phase_pixels(png_structp png, png_infop info, const PngLayout* layout,
-                      std::uint8_t* raw, png_bytep* row_pointers, float* out) {
+bool png_phase_pixels(png_structp png, png_infop info, const PngLayout* layout, std::uint8_t* raw,
+                      png_bytep* row_pointers, float* out) {
   if (setjmp(png_jmpbuf(png))) return false;
   const std::size_t samples = std::size_t{layout->width} * layout->channels;
   if (layout->interlaced) {
@@ -228,7 +228,8 @@ Image read_png(const std::string& path) {
   const std::uint8_t* b = file->data();
   if (file->size() >= 24 && std::memcmp(b + 12, "IHDR", 4) == 0) {
     auto be32 = [](const std::uint8_t* p) {
-      return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+      return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
+             (std::uint32_t{p[2]} << 8) | p[3];
     };
     check_dimensions(path, be32(b + 16), be32(b + 20), 1);
   }
@@ -274,7 +275,8 @@ Image read_png(const std::string& path) {
   std::vector<png_bytep> row_pointers;
   if (layout.interlaced) {
     row_pointers.resize(layout.height);
-    for (png_uint_32 y = 0; y < layout.height; ++y) row_pointers[y] = raw.data() + y * layout.rowbytes;
+    for (png_uint_32 y = 0; y < layout.height; ++y)
+      row_pointers[y] = raw.data() + y * layout.rowbytes;
   }
   if (!png_phase_pixels(reader.png, reader.info, &layout, raw.data(), row_pointers.data(),
                         image.pixels.data())) {
@@ -288,7 +290,8 @@ Image read_png(const std::string& path) {
 void write_png(const std::string& path, const Image& image, int bit_depth) {
   // Everything is validated before a file is created, so bad input never touches the disk.
   if (bit_depth != 8 && bit_depth != 16) {
-    throw Error(path + ": PNG bit depth " + std::to_string(bit_depth) + " is not supported (8 or 16)");
+    throw Error(path + ": PNG bit depth " + std::to_string(bit_depth) +
+                " is not supported (8 or 16)");
   }
   if (image.channels < 1 || image.channels > 4) {
     throw Error(path + ": cannot write " + std::to_string(image.channels) +
@@ -303,14 +306,16 @@ void write_png(const std::string& path, const Image& image, int bit_depth) {
   if (image.pixels.size() != expected) {
     throw Error(path + ": image is " + std::to_string(image.width) + "x" +
                 std::to_string(image.height) + "x" + std::to_string(image.channels) + " but has " +
-                std::to_string(image.pixels.size()) + " values, expected " + std::to_string(expected));
+                std::to_string(image.pixels.size()) + " values, expected " +
+                std::to_string(expected));
   }
   for (std::size_t i = 0; i < expected; ++i) {
     if (!std::isfinite(image.pixels[i])) {
       std::size_t pixel = i / image.channels;
       throw Error(path + ": value " + std::to_string(image.pixels[i]) + " at x " +
-                  std::to_string(pixel % image.width) + ", y " + std::to_string(pixel / image.width) +
-                  ", channel " + std::to_string(i % image.channels) + " is not finite");
+                  std::to_string(pixel % image.width) + ", y " +
+                  std::to_string(pixel / image.width) + ", channel " +
+                  std::to_string(i % image.channels) + " is not finite");
     }
   }
 
@@ -324,7 +329,8 @@ void write_png(const std::string& path, const Image& image, int bit_depth) {
   png_set_write_fn(writer.png, &io, write_to_file, flush_file);
   std::vector<std::uint8_t> row(std::size_t(image.width) * image.channels * (bit_depth / 8));
   if (!png_phase_write(writer.png, writer.info, &image, bit_depth, row.data())) {
-    if (io.write_errno != 0) throw Error(path + ": write failed (" + errno_text(io.write_errno) + ")");
+    if (io.write_errno != 0)
+      throw Error(path + ": write failed (" + errno_text(io.write_errno) + ")");
     throw Error(path + ": PNG encoding failed (" + io.message + ")");
   }
   temp.commit();

@@ -51,7 +51,8 @@ std::vector<Image> read_safetensors_images(const std::string& path) {
       names += (listed++ > 0 ? ", " : "") + entry.first;
     }
     throw Error(path + ": no tensor named 'image' (" +
-                (names.empty() ? std::string("the file holds no tensors") : "it holds " + names) + ")");
+                (names.empty() ? std::string("the file holds no tensors") : "it holds " + names) +
+                ")");
   }
   const models::RawTensor& t = it->second;
   const std::string what = path + ": tensor 'image'";
@@ -96,8 +97,9 @@ std::vector<Image> read_safetensors_images(const std::string& path) {
           float v = load_f32_le(t.data + element * 4);
           if (!(v >= 0.0f && v <= 1.0f)) {  // also catches NaN
             std::ostringstream msg;
-            msg << what << " has value " << v << " at [" << (batched ? std::to_string(i) + ", " : "")
-                << ch << ", " << y << ", " << x << "], outside [0, 1]";
+            msg << what << " has value " << v << " at ["
+                << (batched ? std::to_string(i) + ", " : "") << ch << ", " << y << ", " << x
+                << "], outside [0, 1]";
             throw Error(msg.str());
           }
           *out++ = v;
@@ -110,8 +112,8 @@ std::vector<Image> read_safetensors_images(const std::string& path) {
 
 }  // namespace internal
 
-void write_safetensors_image(const std::string& path, const std::vector<float>& nchw, int n,
-                             int c, int h, int w) {
+void write_safetensors_image(const std::string& path, const std::vector<float>& nchw, int n, int c,
+                             int h, int w) {
   if (n < 1 || c < 1 || h < 1 || w < 1) {
     throw Error(path + ": cannot write an image tensor of shape [" + std::to_string(n) + ", " +
                 std::to_string(c) + ", " + std::to_string(h) + ", " + std::to_string(w) + "]");
@@ -151,7 +153,8 @@ void write_safetensors_image(const std::string& path, const std::vector<float>& 
     }
   };
   std::uint8_t length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(std::uint64_t{header.size()} >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    length[i] = static_cast<std::uint8_t>(std::uint64_t{header.size()} >> (8 * i));
   write_bytes(length, sizeof length);
   write_bytes(header.data(), header.size());
   // Converted to little-endian in chunks: no second copy of a large batch.

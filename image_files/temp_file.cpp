@@ -20,9 +20,9 @@ TempFile::TempFile(const std::string& path) : path_(path) {
   // Hidden and unique per process and call; O_EXCL never reuses someone else's file.
   // Mode 0666 lets the umask decide, as for any file the user creates.
   for (int attempt = 0; attempt < 100; ++attempt) {
-    std::string candidate = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
-                            "." + name + ".tmp-" + std::to_string(::getpid()) + "-" +
-                            std::to_string(counter.fetch_add(1));
+    std::string candidate =
+        (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + "." + name +
+        ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
     int fd = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
       if (errno == EEXIST) continue;

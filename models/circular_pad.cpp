@@ -6,10 +6,11 @@
 
 namespace gd::models {
 
-at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t right, std::int64_t top,
-                        std::int64_t bottom) {
+at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t right,
+                        std::int64_t top, std::int64_t bottom) {
   const std::int64_t h = x.size(2), w = x.size(3);
-  if (left < 0 || right < 0 || top < 0 || bottom < 0 || left > w || right > w || top > h || bottom > h) {
+  if (left < 0 || right < 0 || top < 0 || bottom < 0 || left > w || right > w || top > h ||
+      bottom > h) {
     throw Error("circular padding larger than the image");
   }
   at::Tensor out = at::empty({x.size(0), x.size(1), top + h + bottom, left + w + right},

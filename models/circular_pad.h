@@ -15,7 +15,7 @@ namespace gd::models {
 // [N, C, H, W] -> [N, C, top + H + bottom, left + W + right], each pad taken from the opposite
 // edge (as at::pad's "circular" mode, whose result it equals), in x's suggested memory format.
 // Each pad must be at most the size of its dimension.
-at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t right, std::int64_t top,
-                        std::int64_t bottom);
+at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t right,
+                        std::int64_t top, std::int64_t bottom);
 
 }  // namespace gd::models

@@ -57,18 +57,21 @@ std::string describe_class(const std::vector<std::string>& names, std::int64_t k
   return std::to_string(k) + (k >= 0 && i < names.size() ? " (" + names[i] + ")" : "");
 }
 
-std::int64_t find_class(const std::string& text, const std::vector<std::string>& names, std::int64_t count) {
+std::int64_t find_class(const std::string& text, const std::vector<std::string>& names,
+                        std::int64_t count) {
   if (count <= 0) throw not_class_conditional();
   for (std::size_t i = 0; i < names.size(); ++i) {
     if (names[i] == text) return static_cast<std::int64_t>(i);
   }
-  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 12) {
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos &&
+      text.size() < 12) {
     const std::int64_t value = std::strtoll(text.c_str(), nullptr, 10);
     if (value < count) return value;
     throw class_out_of_range(text, count);
   }
   throw Error("no class called '" + text + "'" +
-              (names.empty() ? " (this model's classes have numbers only: 0 to " + std::to_string(count - 1) + ")"
+              (names.empty() ? " (this model's classes have numbers only: 0 to " +
+                                   std::to_string(count - 1) + ")"
                              : " (see gimp-diffusion-cli info for the names)"));
 }
 

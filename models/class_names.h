@@ -23,7 +23,8 @@ std::vector<std::string> read_class_names(const std::string& path, std::int64_t 
 
 // The class called `text`: a name from `names`, or a number from 0 to count - 1. Throws
 // gd::Error naming the problem otherwise.
-std::int64_t find_class(const std::string& text, const std::vector<std::string>& names, std::int64_t count);
+std::int64_t find_class(const std::string& text, const std::vector<std::string>& names,
+                        std::int64_t count);
 
 // "3 (bricks)": a class number and, where the model has names, its name.
 std::string describe_class(const std::vector<std::string>& names, std::int64_t k);

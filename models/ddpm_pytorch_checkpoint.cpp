@@ -14,15 +14,22 @@ namespace gd::models {
 
 namespace {
 
-const char* const kUnetPrefix = "model.";             // in ckpt["model"]
+const char* const kUnetPrefix = "model.";               // in ckpt["model"]
 const char* const kEmaUnetPrefix = "ema_model.model.";  // in ckpt["ema"]
 
 // Buffers every 2.x GaussianDiffusion registers (loss_weight is handled on its own).
-const char* const kScheduleBuffers[] = {
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
-    "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2"};
+const char* const kScheduleBuffers[] = {"betas",
+                                        "alphas_cumprod",
+                                        "alphas_cumprod_prev",
+                                        "sqrt_alphas_cumprod",
+                                        "sqrt_one_minus_alphas_cumprod",
+                                        "log_one_minus_alphas_cumprod",
+                                        "sqrt_recip_alphas_cumprod",
+                                        "sqrt_recipm1_alphas_cumprod",
+                                        "posterior_variance",
+                                        "posterior_log_variance_clipped",
+                                        "posterior_mean_coef1",
+                                        "posterior_mean_coef2"};
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -110,11 +117,12 @@ void infer_objective(DdpmDiffusionSettings& settings, const TensorMap& state,
   auto it = state.find("loss_weight");
   if (it == state.end()) {
     const bool old = state.count("p2_loss_weight") > 0;
-    throw Error(source + ": no 'loss_weight' buffer" +
-                (old ? std::string(" (found 'p2_loss_weight': a pre-1.6 denoising-diffusion-pytorch "
-                                   "checkpoint)")
-                     : std::string()) +
-                ", so the objective cannot be inferred; " + kObjectiveHint);
+    throw Error(
+        source + ": no 'loss_weight' buffer" +
+        (old ? std::string(" (found 'p2_loss_weight': a pre-1.6 denoising-diffusion-pytorch "
+                           "checkpoint)")
+             : std::string()) +
+        ", so the objective cannot be inferred; " + kObjectiveHint);
   }
   const at::Tensor lw_t = to_tensor(it->second).to(at::kDouble).contiguous();
   if (lw_t.dim() != 1 || lw_t.size(0) != settings.num_timesteps) {
@@ -128,26 +136,28 @@ void infer_objective(DdpmDiffusionSettings& settings, const TensorMap& state,
     const double ac = ac_t.data_ptr<double>()[i], lw = lw_t.data_ptr<double>()[i];
     const double s = ac / (1 - ac);
     snr.push_back(s);
-    as_noise.push_back(lw * s);      // pred_noise: loss_weight = min(snr, g) / snr
-    as_x0.push_back(lw);             // pred_x0:    loss_weight = min(snr, g)
-    as_v.push_back(lw * (s + 1));    // pred_v:     loss_weight = min(snr, g) / (snr + 1)
+    as_noise.push_back(lw * s);    // pred_noise: loss_weight = min(snr, g) / snr
+    as_x0.push_back(lw);           // pred_x0:    loss_weight = min(snr, g)
+    as_v.push_back(lw * (s + 1));  // pred_v:     loss_weight = min(snr, g) / (snr + 1)
   }
   std::vector<ObjectiveMatch> matches;
-  for (auto m : {match_objective("pred_noise", as_noise, snr), match_objective("pred_x0", as_x0, snr),
-                 match_objective("pred_v", as_v, snr)}) {
+  for (auto m : {match_objective("pred_noise", as_noise, snr),
+                 match_objective("pred_x0", as_x0, snr), match_objective("pred_v", as_v, snr)}) {
     if (m) matches.push_back(*m);
   }
   // Two formulas can only both fit when one of them needs clipping; the unclipped one wins.
   if (matches.size() > 1) {
     std::vector<ObjectiveMatch> unclipped;
-    for (const auto& m : matches) if (!m.clipped) unclipped.push_back(m);
+    for (const auto& m : matches)
+      if (!m.clipped) unclipped.push_back(m);
     matches = unclipped;
   }
   if (matches.size() != 1) {
     throw Error(source + ": the 'loss_weight' buffer matches " +
                 (matches.empty() ? std::string("none") : std::string("more than one")) +
                 " of pred_noise / pred_x0 / pred_v (with or without min-SNR clipping), so the "
-                "objective cannot be inferred; " + kObjectiveHint);
+                "objective cannot be inferred; " +
+                kObjectiveHint);
   }
   settings.objective = matches[0].name;
   settings.min_snr_loss_weight = matches[0].clipped;
@@ -263,16 +273,18 @@ DdpmCheckpoint load_ddpm_checkpoint_tensors(const PickleValue& ckpt, const DdpmL
 
   DdpmCheckpoint result;
   result.weights = options.weights;
-  if (const PickleValue* step = dict_lookup(ckpt, "step"); step && step->kind == PickleValue::Kind::Int) {
+  if (const PickleValue* step = dict_lookup(ckpt, "step");
+      step && step->kind == PickleValue::Kind::Int) {
     result.step = step->integer;
   }
-  if (const PickleValue* v = dict_lookup(ckpt, "version"); v && v->kind == PickleValue::Kind::String) {
+  if (const PickleValue* v = dict_lookup(ckpt, "version");
+      v && v->kind == PickleValue::Kind::String) {
     result.package_version = v->text;
   }
 
   const TensorMap model_state = state_dict_tensors(*model, source + " ['model']");
-  result.diffusion = infer_ddpm_diffusion_settings(model_state, options.objective,
-                                                   source + " ['model']");
+  result.diffusion =
+      infer_ddpm_diffusion_settings(model_state, options.objective, source + " ['model']");
 
   TensorMap ema_state;  // keeps the chosen map alive while we infer
   const TensorMap* weights_state = &model_state;
@@ -289,7 +301,8 @@ DdpmCheckpoint load_ddpm_checkpoint_tensors(const PickleValue& ckpt, const DdpmL
     prefix = kEmaUnetPrefix;
     where = source + " ['ema']";
     if (!ema_state.count(prefix + "init_conv.weight")) {
-      throw Error(where + ": no '" + prefix + "init_conv.weight': the EMA state dict does not "
+      throw Error(where + ": no '" + prefix +
+                  "init_conv.weight': the EMA state dict does not "
                   "hold an ema_model Unet");
     }
   }
@@ -313,8 +326,8 @@ DdpmCheckpoint load_ddpm_checkpoint(const std::string& path, const DdpmLoadOptio
 std::unique_ptr<DdpmUnet> make_ddpm_unet(const DdpmCheckpoint& ckpt, c10::TensorOptions options,
                                          const std::string& source) {
   auto unet = std::make_unique<DdpmUnet>(ckpt.unet, options);
-  unet->params()->load(ckpt.unet_weights, "", source + " (" + ddpm_weights_name(ckpt.weights) +
-                                                  " weights)");
+  unet->params()->load(ckpt.unet_weights, "",
+                       source + " (" + ddpm_weights_name(ckpt.weights) + " weights)");
   return unet;
 }
 

@@ -25,7 +25,8 @@ const RawTensor* find(const TensorMap& weights, const std::string& key) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The shape of tensor `prefix + name`, which must have exactly `ndim` dimensions, or a
@@ -63,7 +64,8 @@ void reject_old_layouts(const TensorMap& weights, const std::string& prefix) {
                 "' is the Residual(PreNorm(...)) attention layout of denoising-diffusion-pytorch "
                 "< 1.8.0, which is not supported (only 2.x checkpoints load)");
   }
-  if (!find(weights, prefix + "mid_attn.mem_kv") && find(weights, prefix + "mid_attn.to_qkv.weight")) {
+  if (!find(weights, prefix + "mid_attn.mem_kv") &&
+      find(weights, prefix + "mid_attn.to_qkv.weight")) {
     throw Error(std::string(kWhat) + ": no attention memory key/values ('" + prefix +
                 "mid_attn.mem_kv'): checkpoint from denoising-diffusion-pytorch 1.8.x "
                 "(before 1.9.0), which is not supported (only 2.x checkpoints load)");
@@ -103,10 +105,9 @@ std::int64_t DdpmUnetConfig::downsample_factor() const {
 }
 
 bool DdpmUnetConfig::operator==(const DdpmUnetConfig& o) const {
-  return dim == o.dim && init_dim == o.init_dim && out_dim == o.out_dim &&
-         channels == o.channels && self_condition == o.self_condition &&
-         learned_variance == o.learned_variance && dim_mults == o.dim_mults &&
-         full_attn == o.full_attn && attn_heads == o.attn_heads &&
+  return dim == o.dim && init_dim == o.init_dim && out_dim == o.out_dim && channels == o.channels &&
+         self_condition == o.self_condition && learned_variance == o.learned_variance &&
+         dim_mults == o.dim_mults && full_attn == o.full_attn && attn_heads == o.attn_heads &&
          attn_dim_head == o.attn_dim_head && learned_sinusoidal_cond == o.learned_sinusoidal_cond &&
          (!learned_sinusoidal_cond || learned_sinusoidal_dim == o.learned_sinusoidal_dim) &&
          sinusoidal_pos_emb_theta == o.sinusoidal_pos_emb_theta && num_mem_kv == o.num_mem_kv;
@@ -155,9 +156,9 @@ DdpmUnetConfig infer_ddpm_unet_config(const TensorMap& weights, const std::strin
   reject_old_layouts(weights, p);
   DdpmUnetConfig c;
 
-  const auto init_conv = need(weights, p, "init_conv.weight", 4);  // [init_dim, in, 7, 7]
+  const auto init_conv = need(weights, p, "init_conv.weight", 4);    // [init_dim, in, 7, 7]
   const auto final_conv = need(weights, p, "final_conv.weight", 4);  // [out, init_dim, 1, 1]
-  const auto time1 = need(weights, p, "time_mlp.1.weight", 2);  // [4 dim, fourier_dim]
+  const auto time1 = need(weights, p, "time_mlp.1.weight", 2);       // [4 dim, fourier_dim]
   c.init_dim = init_conv[0];
   c.out_dim = final_conv[0];
   c.dim = exact_div(time1[0], 4, p + "time_mlp.1.weight");
@@ -203,7 +204,8 @@ DdpmUnetConfig infer_ddpm_unet_config(const TensorMap& weights, const std::strin
     if (used == 0) throw Error(std::string(kWhat) + ": unexpected key '" + it->first + "'");
   }
   if (stage_ids.empty()) {
-    throw Error(std::string(kWhat) + ": no '" + downs + "*' tensors (not a denoising-diffusion-pytorch Unet)");
+    throw Error(std::string(kWhat) + ": no '" + downs +
+                "*' tensors (not a denoising-diffusion-pytorch Unet)");
   }
   const std::int64_t stages = static_cast<std::int64_t>(stage_ids.size());
   if (*stage_ids.begin() != 0 || *stage_ids.rbegin() != stages - 1) {
@@ -299,11 +301,14 @@ DdpmUnet::DdpmUnet(const DdpmUnetConfig& config, c10::TensorOptions options)
   const std::size_t stages = c.dim_mults.size();
   if (stages == 0 || c.full_attn.size() != stages || c.attn_heads.size() != stages ||
       c.attn_dim_head.size() != stages) {
-    throw Error(std::string(kWhat) + ": configuration needs one full_attn / attn_heads / "
-                "attn_dim_head entry per dim_mults stage: " + c.to_string());
+    throw Error(std::string(kWhat) +
+                ": configuration needs one full_attn / attn_heads / "
+                "attn_dim_head entry per dim_mults stage: " +
+                c.to_string());
   }
   if (c.learned_sinusoidal_cond ? c.learned_sinusoidal_dim % 2 != 0 : c.dim % 2 != 0 || c.dim < 4) {
-    throw Error(std::string(kWhat) + ": the time embedding dimension must be even: " + c.to_string());
+    throw Error(std::string(kWhat) +
+                ": the time embedding dimension must be even: " + c.to_string());
   }
 
   // dims = [init_dim, dim * m...]; stage i maps dims[i] -> dims[i + 1].
@@ -374,7 +379,7 @@ at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
   at::Tensor emb;  // [N, fourier_dim], float32 like the package
   if (config_.learned_sinusoidal_cond) {
     // RandomOrLearnedSinusoidalPosEmb: [t, sin(2 pi t w), cos(2 pi t w)].
-    at::Tensor x = t.reshape({-1, 1});                                   // [N, 1]
+    at::Tensor x = t.reshape({-1, 1});                                         // [N, 1]
     at::Tensor freqs = x * time_fourier_weights_.reshape({1, -1}) * 2 * M_PI;  // [N, D/2]
     emb = at::cat({x.to(freqs.scalar_type()), freqs.sin(), freqs.cos()}, -1);
   } else {
@@ -384,20 +389,21 @@ at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
     const double step = std::log(config_.sinusoidal_pos_emb_theta) / static_cast<double>(half - 1);
     at::Tensor freqs = at::exp(at::arange(half, t.options().dtype(at::kLong)) * -step);  // [half]
     at::Tensor args = t.reshape({-1, 1}) * freqs.reshape({1, -1});  // [N, half]
-    emb = at::cat({args.sin(), args.cos()}, -1);                     // [N, dim]
+    emb = at::cat({args.sin(), args.cos()}, -1);                    // [N, dim]
   }
   emb = emb.to(time_lin1_w_.scalar_type());
   at::Tensor h = at::gelu(at::linear(emb, time_lin1_w_, time_lin1_b_));  // [N, 4 dim]
-  return at::linear(h, time_lin2_w_, time_lin2_b_);                     // [N, 4 dim]
+  return at::linear(h, time_lin2_w_, time_lin2_b_);                      // [N, 4 dim]
 }
 
 at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, bool circular,
                                 const at::Tensor& time_emb) const {
   // (scale, shift) from the time embedding modulate the first block after its norm.
   at::Tensor ss = at::linear(at::silu(time_emb), b.mlp_weight, b.mlp_bias);  // [N, 2 C]
-  ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                            // [N, 2 C, 1, 1]
+  ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                           // [N, 2 C, 1, 1]
   auto chunks = ss.chunk(2, 1);
-  at::Tensor h = rms_norm(conv(circular, x, b.proj1.weight, b.proj1.bias, 1), b.norm1_g);  // [N, C, H, W]
+  at::Tensor h =
+      rms_norm(conv(circular, x, b.proj1.weight, b.proj1.bias, 1), b.norm1_g);  // [N, C, H, W]
   h = at::silu(h * (chunks[0] + 1) + chunks[1]);
   h = at::silu(rms_norm(conv(circular, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
   at::Tensor skip = b.res_conv ? conv(circular, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
@@ -407,7 +413,8 @@ at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, bool 
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
   const std::int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const std::int64_t heads = a.heads, d = a.dim_head;
-  at::Tensor qkv = conv(/*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {}, 0);  // [N, 3 heads d, H, W]
+  at::Tensor qkv =
+      conv(/*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {}, 0);  // [N, 3 heads d, H, W]
   auto parts = qkv.chunk(3, 1);
   // Channels split as (heads, d), heads outermost.
   at::Tensor q = parts[0].reshape({n, heads, d, h * w});  // [N, heads, d, HW]
@@ -427,7 +434,8 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
     return conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0);
   }
   // Linear attention: queries softmaxed over the feature axis, keys over positions.
-  k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k}, -1);  // [N, heads, d, M + HW]
+  k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k},
+              -1);  // [N, heads, d, M + HW]
   v = at::cat({a.mem_kv[1].unsqueeze(0).expand({n, heads, d, -1}), v}, -1);
   q = q.softmax(-2) * std::pow(static_cast<double>(d), -0.5);
   k = k.softmax(-1);
@@ -437,7 +445,8 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
   return rms_norm(conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0), a.out_norm_g);
 }
 
-at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t, const core::Conditioning& cond) const {
+at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
+                             const core::Conditioning& cond) const {
   const DdpmUnetConfig& c = config_;
   check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/true, kWhat);
   const bool circular = cond.padding == core::Padding::Circular;

@@ -40,8 +40,8 @@ struct DdpmUnetConfig {
   bool self_condition = false;    // input is concat(self_cond, x): 2 * channels
   bool learned_variance = false;  // output carries the variance channels after the prediction
   std::vector<std::int64_t> dim_mults{1, 2, 4, 8};
-  std::vector<bool> full_attn{false, false, false, true};  // per stage; else linear attention
-  std::vector<std::int64_t> attn_heads{4, 4, 4, 4};        // per stage
+  std::vector<bool> full_attn{false, false, false, true};   // per stage; else linear attention
+  std::vector<std::int64_t> attn_heads{4, 4, 4, 4};         // per stage
   std::vector<std::int64_t> attn_dim_head{32, 32, 32, 32};  // per stage
   // learned_sinusoidal_cond or random_fourier_features (indistinguishable from the weights,
   // and identical at inference): time_mlp.0 is RandomOrLearnedSinusoidalPosEmb.
@@ -82,7 +82,8 @@ class DdpmUnet : public Network {
   // x: [N, channels, H, W]; t: [N] int64 (or float) timesteps; cond.self_cond: [N, channels,
   // H, W] previous x0 estimate, zeros when absent (only used with self_condition); either
   // padding; no classes. Returns [N, out_dim, H, W].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
+                     const core::Conditioning& cond) const override;
 
   bool supports_circular_padding() const override { return true; }
   ParamStore* params() override { return &params_; }
@@ -109,8 +110,8 @@ class DdpmUnet : public Network {
   struct Stage {
     ResnetBlock block1, block2;
     AttentionBlock attn;
-    Conv resample;          // 1x1 after pixel-unshuffle / 3x3 after nearest x2 / plain 3x3
-    bool rescale = false;   // false on the last stage of each path (plain 3x3 conv)
+    Conv resample;         // 1x1 after pixel-unshuffle / 3x3 after nearest x2 / plain 3x3
+    bool rescale = false;  // false on the last stage of each path (plain 3x3 conv)
   };
 
   Conv add_conv(const std::string& name, std::int64_t in, std::int64_t out, std::int64_t kernel,

@@ -128,8 +128,8 @@ UNet2DResample parse_resample(const ConfigReader& reader, const std::string& key
   const std::string value = reader.string_or(key, "conv");
   if (value == "conv") return UNet2DResample::Conv;
   if (value == "resnet") return UNet2DResample::Resnet;
-  reader.fail(key, "is \"" + value +
-                       "\", which is not supported (expected \"conv\" or \"resnet\")");
+  reader.fail(key,
+              "is \"" + value + "\", which is not supported (expected \"conv\" or \"resnet\")");
 }
 
 // An integer that may be null (nullopt), with `fallback` when absent.
@@ -210,8 +210,8 @@ void UNet2DConfig::validate(const std::string& source) const {
     check_range(key, channels, 1, kMaxChannels);
     // Every GroupNorm runs over a block width or a sum of block widths, so this covers them all.
     if (channels % norm_num_groups != 0) {
-      fail(key, "is " + std::to_string(channels) + ", not divisible by norm_num_groups = " +
-                    std::to_string(norm_num_groups));
+      fail(key, "is " + std::to_string(channels) +
+                    ", not divisible by norm_num_groups = " + std::to_string(norm_num_groups));
     }
   }
 
@@ -260,9 +260,9 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
 
   if (const json* cls = reader.find_non_null("_class_name")) {
     if (!cls->is_string() || cls->get<std::string>() != "UNet2DModel") {
-      reader.fail("_class_name",
-                  "is " + quoted(*cls) +
-                      ", not UNet2DModel (only pixel-space UNet2DModel is supported)");
+      reader.fail(
+          "_class_name",
+          "is " + quoted(*cls) + ", not UNet2DModel (only pixel-space UNet2DModel is supported)");
     }
   }
 
@@ -284,8 +284,8 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
 
   const std::string time_type = reader.string_or("time_embedding_type", "positional");
   if (time_type != "positional") {
-    reader.fail("time_embedding_type", "is \"" + time_type +
-                                           "\", which is not supported (only \"positional\")");
+    reader.fail("time_embedding_type",
+                "is \"" + time_type + "\", which is not supported (only \"positional\")");
   }
   c.freq_shift = reader.number("freq_shift", c.freq_shift);
   c.flip_sin_to_cos = reader.boolean("flip_sin_to_cos", c.flip_sin_to_cos);
@@ -299,9 +299,9 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
     if (mid->is_null()) {
       c.mid_block = false;
     } else if (!mid->is_string() || mid->get<std::string>() != "UNetMidBlock2D") {
-      reader.fail("mid_block_type",
-                  "is " + quoted(*mid) +
-                      ", which is not supported (expected \"UNetMidBlock2D\" or null)");
+      reader.fail(
+          "mid_block_type",
+          "is " + quoted(*mid) + ", which is not supported (expected \"UNetMidBlock2D\" or null)");
     }
   }
 
@@ -334,8 +334,9 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
   } else if (act == "relu") {
     c.act_fn = UNet2DActivation::ReLU;
   } else {
-    reader.fail("act_fn", "is \"" + act + "\", which is not supported (expected silu, swish, "
-                                          "mish, gelu or relu)");
+    reader.fail("act_fn", "is \"" + act +
+                              "\", which is not supported (expected silu, swish, "
+                              "mish, gelu or relu)");
   }
 
   c.attention_head_dim = optional_integer(reader, "attention_head_dim", c.attention_head_dim);
@@ -364,8 +365,9 @@ UNet2DConfig parse_unet2d_config(const std::string& json_text, const std::string
   // num_class_embeds), whose labels are integers the pipelines can choose. "timestep" and
   // "identity" take labels as vectors or timesteps, which nothing here could supply.
   if (const json* v = reader.find_non_null("class_embed_type")) {
-    reader.fail("class_embed_type",
-                "is " + quoted(*v) + "; only class_embed_type null (with num_class_embeds) is supported");
+    reader.fail(
+        "class_embed_type",
+        "is " + quoted(*v) + "; only class_embed_type null (with num_class_embeds) is supported");
   }
   c.num_class_embeds = optional_integer(reader, "num_class_embeds", 0).value_or(0);
   if (c.num_class_embeds < 0 || c.num_class_embeds > 1000000) {

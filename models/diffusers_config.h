@@ -23,8 +23,8 @@ namespace gd::models {
 
 // DownBlock2D / UpBlock2D, or AttnDownBlock2D / AttnUpBlock2D.
 enum class UNet2DBlock { Plain, Attention };
-enum class UNet2DResample { Conv, Resnet };   // downsample_type / upsample_type
-enum class UNet2DTimeNorm { Default, ScaleShift };  // resnet_time_scale_shift
+enum class UNet2DResample { Conv, Resnet };              // downsample_type / upsample_type
+enum class UNet2DTimeNorm { Default, ScaleShift };       // resnet_time_scale_shift
 enum class UNet2DActivation { SiLU, Mish, GELU, ReLU };  // act_fn ("swish" is SiLU)
 
 struct UNet2DConfig {
@@ -43,7 +43,7 @@ struct UNet2DConfig {
   std::vector<UNet2DBlock> up_blocks{UNet2DBlock::Attention, UNet2DBlock::Attention,
                                      UNet2DBlock::Attention, UNet2DBlock::Plain};
   std::vector<std::int64_t> block_out_channels{224, 448, 672, 896};
-  bool mid_block = true;  // false when mid_block_type is null
+  bool mid_block = true;              // false when mid_block_type is null
   std::int64_t layers_per_block = 2;  // resnets per down block; up blocks have one more
   double mid_block_scale_factor = 1.0;
   std::int64_t downsample_padding = 1;
@@ -59,7 +59,7 @@ struct UNet2DConfig {
   std::optional<std::int64_t> attn_norm_num_groups;
   double norm_eps = 1e-5;
   UNet2DTimeNorm resnet_time_scale_shift = UNet2DTimeNorm::Default;
-  bool add_attention = true;  // attention in the mid block
+  bool add_attention = true;            // attention in the mid block
   std::int64_t time_embedding_dim = 0;  // 0 means 4 * block_out_channels[0]
   // Class conditioning as diffusers does it with class_embed_type null: a learned
   // [num_class_embeds, time_embed_dim] table whose row for the label is added to the time

@@ -68,8 +68,7 @@ DiffusersUNet::Linear DiffusersUNet::add_linear(const std::string& name, std::in
 }
 
 DiffusersUNet::GroupNorm DiffusersUNet::add_group_norm(const std::string& name,
-                                                       std::int64_t channels,
-                                                       std::int64_t groups) {
+                                                       std::int64_t channels, std::int64_t groups) {
   GroupNorm norm;
   norm.weight = params_.add(name + ".weight", {channels});
   norm.bias = params_.add(name + ".bias", {channels});
@@ -138,8 +137,8 @@ DiffusersUNet::DiffusersUNet(const UNet2DConfig& config, c10::TensorOptions opti
     Block block;
     // AttnDownBlock2D registers its attentions before its resnets.
     for (std::int64_t j = 0; attention && j < c.layers_per_block; ++j) {
-      block.attentions.push_back(add_attention(name + ".attentions." + std::to_string(j), out,
-                                               c.norm_num_groups));
+      block.attentions.push_back(
+          add_attention(name + ".attentions." + std::to_string(j), out, c.norm_num_groups));
     }
     for (std::int64_t j = 0; j < c.layers_per_block; ++j) {
       block.resnets.push_back(
@@ -184,14 +183,13 @@ DiffusersUNet::DiffusersUNet(const UNet2DConfig& config, c10::TensorOptions opti
     const bool attention = c.up_blocks[i] == UNet2DBlock::Attention;
     Block block;
     for (std::int64_t j = 0; attention && j < layers; ++j) {
-      block.attentions.push_back(add_attention(name + ".attentions." + std::to_string(j), out,
-                                               c.norm_num_groups));
+      block.attentions.push_back(
+          add_attention(name + ".attentions." + std::to_string(j), out, c.norm_num_groups));
     }
     for (std::int64_t j = 0; j < layers; ++j) {
       const std::int64_t skip = j == layers - 1 ? skip_last : out;
       const std::int64_t in = j == 0 ? prev : out;
-      block.resnets.push_back(
-          add_resnet(name + ".resnets." + std::to_string(j), in + skip, out));
+      block.resnets.push_back(add_resnet(name + ".resnets." + std::to_string(j), in + skip, out));
     }
     if (i + 1 < stages) {
       if (attention && c.upsample_type == UNet2DResample::Resnet) {
@@ -217,12 +215,14 @@ at::Tensor DiffusersUNet::class_rows(const at::Tensor& labels) const {
   // rows, taken in float32 whatever the weights' dtype. Labels are checked on the CPU, where
   // the pipelines keep them, so this costs no device sync.
   const at::Tensor cpu = labels.to(at::kCPU);
-  if (!(cpu < 0).any().item<bool>()) return class_embedding_.index_select(0, labels.to(class_embedding_.device()));
+  if (!(cpu < 0).any().item<bool>())
+    return class_embedding_.index_select(0, labels.to(class_embedding_.device()));
   const std::int64_t k = class_embedding_.size(0);
-  const at::Tensor mean = class_embedding_.to(at::kFloat).mean(0, true).to(class_embedding_.scalar_type());
-  const at::Tensor table = at::cat({class_embedding_, mean});                       // [K + 1, T]
-  const at::Tensor rows = at::where(cpu < 0, at::full_like(cpu, k), cpu);           // [N]
-  return table.index_select(0, rows.to(table.device()));                            // [N, T]
+  const at::Tensor mean =
+      class_embedding_.to(at::kFloat).mean(0, true).to(class_embedding_.scalar_type());
+  const at::Tensor table = at::cat({class_embedding_, mean});              // [K + 1, T]
+  const at::Tensor rows = at::where(cpu < 0, at::full_like(cpu, k), cpu);  // [N]
+  return table.index_select(0, rows.to(table.device()));                   // [N, T]
 }
 
 // ---- forward pieces -------------------------------------------------------------------------
@@ -283,7 +283,7 @@ at::Tensor DiffusersUNet::timestep_embedding(const at::Tensor& t) const {
   at::Tensor exponent = at::arange(0, half, f32) * (-std::log(10000.0));  // [half]
   exponent = exponent / (static_cast<double>(half) - config_.freq_shift);
   at::Tensor args = t.to(at::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);  // [N, half]
-  at::Tensor emb = at::cat({args.sin(), args.cos()}, -1);                        // [N, 2 half]
+  at::Tensor emb = at::cat({args.sin(), args.cos()}, -1);                         // [N, 2 half]
   if (config_.flip_sin_to_cos) {
     emb = at::cat({emb.slice(1, half), emb.slice(1, 0, half)}, -1);
   }
@@ -291,9 +291,9 @@ at::Tensor DiffusersUNet::timestep_embedding(const at::Tensor& t) const {
   return emb;
 }
 
-at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
-                                     const at::Tensor& temb, bool circular) const {
-  at::Tensor input = x;                                   // [N, Cin, H, W]
+at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const at::Tensor& temb,
+                                     bool circular) const {
+  at::Tensor input = x;                                        // [N, Cin, H, W]
   at::Tensor h = activation_in_place(group_norm(r.norm1, x));  // [N, Cin, H, W]
   if (r.resample == Resample::Up) {
     input = upsample2x(input);  // [N, Cin, 2H, 2W]
@@ -315,7 +315,8 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x,
   } else {
     h = group_norm(r.norm2, h.add_(t));  // h is conv1's fresh output
   }
-  h = conv2d(circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1,
+             1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
     input = conv2d(circular, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
@@ -330,7 +331,7 @@ at::Tensor DiffusersUNet::run_attention(const Attention& a, const at::Tensor& x)
   const std::int64_t n = x.size(0), c = x.size(1), height = x.size(2), width = x.size(3);
   at::Tensor h = x.view({n, c, height * width});  // [N, C, HW]
   if (a.group_norm) h = group_norm(*a.group_norm, h);
-  h = h.transpose(1, 2);  // [N, HW, C]
+  h = h.transpose(1, 2);                        // [N, HW, C]
   auto heads_view = [&](const at::Tensor& y) {  // [N, HW, heads*d] -> [N, heads, HW, d]
     return y.view({n, -1, a.heads, a.dim_head}).transpose(1, 2);
   };
@@ -338,11 +339,11 @@ at::Tensor DiffusersUNet::run_attention(const Attention& a, const at::Tensor& x)
   at::Tensor k = heads_view(at::linear(h, a.to_k.weight, a.to_k.bias));
   at::Tensor v = heads_view(at::linear(h, a.to_v.weight, a.to_v.bias));
   // Default scale 1/sqrt(d), as Attention's scale_qk gives.
-  at::Tensor o = at::scaled_dot_product_attention(q, k, v);  // [N, heads, HW, d]
+  at::Tensor o = at::scaled_dot_product_attention(q, k, v);      // [N, heads, HW, d]
   o = o.transpose(1, 2).reshape({n, -1, a.heads * a.dim_head});  // [N, HW, heads*d]
-  o = at::linear(o, a.to_out.weight, a.to_out.bias);            // [N, HW, C]
-  o = o.transpose(-1, -2).reshape({n, c, height, width});       // [N, C, H, W]
-  o = o + x;  // residual_connection=True
+  o = at::linear(o, a.to_out.weight, a.to_out.bias);             // [N, HW, C]
+  o = o.transpose(-1, -2).reshape({n, c, height, width});        // [N, C, H, W]
+  o = o + x;                                                     // residual_connection=True
   if (a.rescale_output_factor != 1.0) o = o / a.rescale_output_factor;
   return o;
 }
@@ -377,8 +378,8 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
   if (t.size(0) == 1 && n != 1) {
     t = t.expand({n});
   } else if (t.size(0) != n) {
-    throw Error(std::string(kWhat) + ": timesteps have shape " +
-                shape_string(t_in.sizes().vec()) + ", expected [" + std::to_string(n) + "]");
+    throw Error(std::string(kWhat) + ": timesteps have shape " + shape_string(t_in.sizes().vec()) +
+                ", expected [" + std::to_string(n) + "]");
   }
 
   if (c.center_input_sample) x = 2 * x - 1.0;
@@ -441,8 +442,8 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
     }
   }
 
-  h = at::silu(group_norm(conv_norm_out_, h));                  // [N, C0, H, W]
-  return conv2d(circular, h, conv_out_.weight, conv_out_.bias, 1, 1);    // [N, Cout, H, W]
+  h = at::silu(group_norm(conv_norm_out_, h));                         // [N, C0, H, W]
+  return conv2d(circular, h, conv_out_.weight, conv_out_.bias, 1, 1);  // [N, Cout, H, W]
 }
 
 }  // namespace gd::models

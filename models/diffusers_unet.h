@@ -45,7 +45,8 @@ class DiffusersUNet : public Network {
   // cond: labels for class-conditional models ([N] or [1]; core::kMeanClassLabel is the mean
   // of all class embeddings), either padding; no self-conditioning (UNet2DModel has none).
   // Returns [N, out_channels, H, W] in the parameters' dtype.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
+                     const core::Conditioning& cond) const override;
 
   bool supports_circular_padding() const override { return true; }
   ParamStore* params() override { return &params_; }
@@ -72,7 +73,7 @@ class DiffusersUNet : public Network {
     GroupNorm norm1, norm2;
     Conv conv1, conv2;
     Linear time_emb_proj;
-    std::optional<Conv> conv_shortcut;  // 1x1 when the channel count changes
+    std::optional<Conv> conv_shortcut;   // 1x1 when the channel count changes
     Resample resample = Resample::None;  // nearest x2 / 2x2 average pool (kernel None)
     double output_scale_factor = 1.0;
   };
@@ -84,8 +85,8 @@ class DiffusersUNet : public Network {
   };
   struct Block {  // one down or up block
     std::vector<Resnet> resnets;
-    std::vector<Attention> attentions;  // empty for DownBlock2D / UpBlock2D
-    std::optional<Conv> resample_conv;   // Downsample2D / Upsample2D with a conv
+    std::vector<Attention> attentions;      // empty for DownBlock2D / UpBlock2D
+    std::optional<Conv> resample_conv;      // Downsample2D / Upsample2D with a conv
     std::optional<Resnet> resample_resnet;  // ResnetBlock2D(down=True / up=True)
     bool zero_pad = false;  // Downsample2D with padding 0 pads right and bottom by one
   };
@@ -102,7 +103,8 @@ class DiffusersUNet : public Network {
   at::Tensor activation(const at::Tensor& x) const;
   at::Tensor activation_in_place(at::Tensor x) const;
   at::Tensor group_norm(const GroupNorm& norm, const at::Tensor& x) const;
-  at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb, bool circular) const;
+  at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb,
+                        bool circular) const;
   // The class embedding rows of labels [N] (kMeanClassLabel: the mean row): [N, T].
   at::Tensor class_rows(const at::Tensor& labels) const;
   at::Tensor run_attention(const Attention& attn, const at::Tensor& x) const;
@@ -113,8 +115,8 @@ class DiffusersUNet : public Network {
   Conv conv_in_;
   Linear time_linear_1_, time_linear_2_;
   std::vector<Block> down_blocks_, up_blocks_;
-  std::vector<Resnet> mid_resnets_;           // empty without a mid block, else two
-  std::optional<Attention> mid_attention_;    // with add_attention
+  std::vector<Resnet> mid_resnets_;         // empty without a mid block, else two
+  std::optional<Attention> mid_attention_;  // with add_attention
   GroupNorm conv_norm_out_;
   Conv conv_out_;
 };

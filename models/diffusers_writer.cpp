@@ -4,13 +4,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
-#include <unistd.h>
 
 #include "core/error.h"
 
@@ -48,8 +48,10 @@ std::string unet2d_config_json(const UNet2DConfig& c) {
   j["center_input_sample"] = c.center_input_sample;
   j["class_embed_type"] = nullptr;
   ordered_json down = ordered_json::array(), up = ordered_json::array();
-  for (auto b : c.down_blocks) down.push_back(b == UNet2DBlock::Attention ? "AttnDownBlock2D" : "DownBlock2D");
-  for (auto b : c.up_blocks) up.push_back(b == UNet2DBlock::Attention ? "AttnUpBlock2D" : "UpBlock2D");
+  for (auto b : c.down_blocks)
+    down.push_back(b == UNet2DBlock::Attention ? "AttnDownBlock2D" : "DownBlock2D");
+  for (auto b : c.up_blocks)
+    up.push_back(b == UNet2DBlock::Attention ? "AttnUpBlock2D" : "UpBlock2D");
   j["down_block_types"] = down;
   j["downsample_padding"] = c.downsample_padding;
   j["downsample_type"] = c.downsample_type == UNet2DResample::Conv ? "conv" : "resnet";
@@ -111,7 +113,8 @@ std::string scheduler_config_json(const core::ScheduleConfig& s) {
 std::string safetensors_bytes(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   std::map<std::string, at::Tensor> sorted;
   for (const auto& [name, t] : tensors) {
-    if (!sorted.emplace(name, t).second) throw Error("safetensors: duplicate tensor '" + name + "'");
+    if (!sorted.emplace(name, t).second)
+      throw Error("safetensors: duplicate tensor '" + name + "'");
     if (!at::isFloatingType(t.scalar_type())) {
       throw Error("safetensors: tensor '" + name + "' is not floating point");
     }
@@ -123,9 +126,8 @@ std::string safetensors_bytes(const std::vector<std::pair<std::string, at::Tenso
   for (const auto& [name, t] : sorted) {
     at::Tensor f = t.detach().to(at::kCPU, at::kFloat).contiguous();
     const std::uint64_t bytes = static_cast<std::uint64_t>(f.numel()) * 4;
-    header[name] = {{"dtype", "F32"},
-                    {"shape", f.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", "F32"}, {"shape", f.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(f);
   }
@@ -182,7 +184,8 @@ void write_diffusers_folder(const std::string& dir, const UNet2DConfig& config,
   }
   const std::filesystem::path d(dir);
   // Weights first: a folder with a config but no weights would look loadable.
-  write_file_atomic((d / "diffusion_pytorch_model.safetensors").string(), safetensors_bytes(weights));
+  write_file_atomic((d / "diffusion_pytorch_model.safetensors").string(),
+                    safetensors_bytes(weights));
   write_file_atomic((d / "scheduler_config.json").string(), scheduler_config_json(schedule));
   write_file_atomic((d / "config.json").string(), unet2d_config_json(config));
 }

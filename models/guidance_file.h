@@ -18,6 +18,7 @@ inline constexpr const char* kGuidanceFile = "guidance.json";
 // The guidance in `path`, or the default (off) when the file does not exist. Throws gd::Error
 // naming the problem when it exists but is not valid JSON of that shape, when a value is out of
 // range, or when the model has no classes to guide with.
-core::Guidance read_generate_guidance(const std::string& path, std::int64_t num_classes, int num_train_timesteps);
+core::Guidance read_generate_guidance(const std::string& path, std::int64_t num_classes,
+                                      int num_train_timesteps);
 
 }  // namespace gd::models

@@ -15,9 +15,7 @@ namespace gd::models {
 MappedFile::MappedFile(std::string path, const std::uint8_t* data, std::size_t size)
     : path_(std::move(path)), data_(data), size_(size) {}
 
-MappedFile::~MappedFile() {
-  munmap(const_cast<std::uint8_t*>(data_), size_);
-}
+MappedFile::~MappedFile() { munmap(const_cast<std::uint8_t*>(data_), size_); }
 
 namespace {
 

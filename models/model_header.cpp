@@ -64,8 +64,9 @@ DiffusersPaths find_diffusers_paths(const fs::path& dir) {
     }
   }
   if (paths.weights.empty()) {
-    throw Error(unet_dir.string() +
-                ": no weights (diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin)");
+    throw Error(
+        unet_dir.string() +
+        ": no weights (diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin)");
   }
   // The scheduler sits in scheduler/ for pipelines, beside config.json for flat folders, and
   // in ../scheduler/ when the user points at a pipeline's unet/ folder.
@@ -78,20 +79,22 @@ DiffusersPaths find_diffusers_paths(const fs::path& dir) {
     }
   }
   if (paths.scheduler.empty()) {
-    throw Error(unet_dir.string() + ": no scheduler_config.json (beside config.json or in scheduler/)");
+    throw Error(unet_dir.string() +
+                ": no scheduler_config.json (beside config.json or in scheduler/)");
   }
   return paths;
 }
 
 std::string join_ints(const std::vector<std::int64_t>& values) {
   std::string out;
-  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+  for (std::size_t i = 0; i < values.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(values[i]);
   return out;
 }
 
 std::string spacing_description(const core::ScheduleConfig& schedule) {
-  std::string text = std::string(core::timestep_spacing_name(schedule.timestep_spacing)) +
-                     " timestep spacing";
+  std::string text =
+      std::string(core::timestep_spacing_name(schedule.timestep_spacing)) + " timestep spacing";
   if (schedule.steps_offset) text += " (offset " + std::to_string(schedule.steps_offset) + ")";
   return text;
 }
@@ -114,7 +117,7 @@ core::ScheduleConfig ddpm_schedule_config(const DdpmDiffusionSettings& settings)
   if (settings.objective == "pred_noise") schedule.prediction_type = core::PredictionType::Epsilon;
   else if (settings.objective == "pred_x0") schedule.prediction_type = core::PredictionType::Sample;
   else schedule.prediction_type = core::PredictionType::V;
-  schedule.clip_sample = true;  // the package clamps x0 to [-1, 1] while sampling
+  schedule.clip_sample = true;             // the package clamps x0 to [-1, 1] while sampling
   schedule.variance_type = "fixed_small";  // posterior_log_variance_clipped
   schedule.family = core::ScheduleConfig::Family::DdpmPytorch;
   schedule.stored_buffers = settings.buffers;
@@ -136,7 +139,8 @@ std::pair<int, int> parse_size(const nlohmann::json& value, const std::string& w
 
 bool has_entry_ending(const ZipArchive& archive, const std::string& suffix) {
   for (const std::string& name : archive.names()) {
-    if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    if (name.size() >= suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
       return true;
     }
   }
@@ -191,7 +195,8 @@ std::optional<std::string> newest_trainer_checkpoint(const std::string& dir) {
       continue;
     }
     const std::string digits = name.substr(6, name.size() - 9);
-    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit) || digits.size() > 9) {
+    if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit) ||
+        digits.size() > 9) {
       continue;
     }
     const long milestone = std::stol(digits);
@@ -268,9 +273,10 @@ DdpmModel read_ddpm(const std::string& file, const LoadOptions& options) {
   ModelInfo& info = model.info;
   info.path = file;
   info.format = CheckpointFormat::DdpmPytorch;
-  info.format_detail = "Trainer checkpoint" +
-                       (loaded.step ? ", step " + std::to_string(*loaded.step) : std::string()) +
-                       (loaded.package_version.empty() ? "" : ", package " + loaded.package_version);
+  info.format_detail =
+      "Trainer checkpoint" +
+      (loaded.step ? ", step " + std::to_string(*loaded.step) : std::string()) +
+      (loaded.package_version.empty() ? "" : ", package " + loaded.package_version);
   info.architecture = "denoising-diffusion-pytorch Unet";
   const DdpmUnetConfig& c = loaded.unet;
   std::string attention;
@@ -289,11 +295,12 @@ DdpmModel read_ddpm(const std::string& file, const LoadOptions& options) {
   info.beta_schedule = loaded.diffusion.beta_schedule;
   info.num_train_timesteps = static_cast<int>(loaded.diffusion.num_timesteps);
   info.default_spacing = "full DDPM chain (the package's default sampling_timesteps)";
-  info.notes.push_back("objective " + loaded.diffusion.objective +
-                       (loaded.diffusion.objective_inferred ? " (inferred from loss_weight)"
-                                                            : " (given)"));
   info.notes.push_back(
-      "Trainer checkpoints do not store the image size; any multiple of the downsampling factor works");
+      "objective " + loaded.diffusion.objective +
+      (loaded.diffusion.objective_inferred ? " (inferred from loss_weight)" : " (given)"));
+  info.notes.push_back(
+      "Trainer checkpoints do not store the image size; any multiple of the downsampling factor "
+      "works");
   return model;
 }
 
@@ -302,7 +309,8 @@ TorchScriptModel read_torchscript(const std::string& dir_text) {
   const fs::path config_path = dir / kTorchScriptConfigFile;
   const std::string where = config_path.string();
   const nlohmann::json config = nlohmann::json::parse(read_text(config_path), nullptr, false);
-  if (config.is_discarded() || !config.is_object()) throw Error(where + ": not a valid JSON object");
+  if (config.is_discarded() || !config.is_object())
+    throw Error(where + ": not a valid JSON object");
   auto integer = [&](const char* key, int fallback, int lo, int hi) {
     if (!config.contains(key)) return fallback;
     const auto& v = config[key];
@@ -356,13 +364,15 @@ CheckpointFormat detect_format(const std::string& path_text) {
       return CheckpointFormat::Diffusers;
     }
     if (newest_trainer_checkpoint(path_text)) return CheckpointFormat::DdpmPytorch;
-    throw Error(path_text + ": not a model folder (expected config.json for diffusers, "
-                "model_index.json with unet/ for a diffusers pipeline, " + kTorchScriptConfigFile +
-                " for TorchScript, or model-N.pt Trainer checkpoints)");
+    throw Error(path_text +
+                ": not a model folder (expected config.json for diffusers, "
+                "model_index.json with unet/ for a diffusers pipeline, " +
+                kTorchScriptConfigFile + " for TorchScript, or model-N.pt Trainer checkpoints)");
   }
   const std::string ext = path.extension().string();
   if (ext == ".safetensors" || ext == ".bin") {
-    throw Error(path_text + ": a bare weights file; give the folder that holds it with config.json "
+    throw Error(path_text +
+                ": a bare weights file; give the folder that holds it with config.json "
                 "and scheduler_config.json");
   }
   if (ext == ".json") {
@@ -398,7 +408,8 @@ ModelInfo read_model_info(const std::string& path, const LoadOptions& options) {
     case CheckpointFormat::TorchScript: {
       TorchScriptModel model = read_torchscript(source.path);
       model.info.parameter_count = 0;
-      model.info.notes.push_back("parameter count not known without loading the TorchScript module");
+      model.info.notes.push_back(
+          "parameter count not known without loading the TorchScript module");
       return std::move(model.info);
     }
   }

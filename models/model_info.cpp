@@ -46,10 +46,10 @@ std::string describe_text(const ModelInfo& info) {
   if (!info.structure.empty()) line("structure:", info.structure);
   if (!info.weights.empty()) line("weights:", info.weights);
   // 0 when a header read could not count them (TorchScript; a note says so).
-  line("parameters:", info.parameter_count > 0 ? with_thousands(info.parameter_count) : "not known");
-  line("channels:", std::to_string(info.in_channels) + " in, " +
-                        std::to_string(info.out_channels) + " out" +
-                        (info.self_condition ? ", self-conditioned" : "") +
+  line("parameters:",
+       info.parameter_count > 0 ? with_thousands(info.parameter_count) : "not known");
+  line("channels:", std::to_string(info.in_channels) + " in, " + std::to_string(info.out_channels) +
+                        " out" + (info.self_condition ? ", self-conditioned" : "") +
                         (info.learned_variance ? ", learned variance" : ""));
   line("native size:", size_text(info));
   line("downsampling factor:", std::to_string(info.downsampling_factor));
@@ -62,9 +62,11 @@ std::string describe_text(const ModelInfo& info) {
     for (std::size_t i = 0; i < info.class_names.size(); ++i) {
       list += (i ? ", " : "") + std::to_string(i) + " " + info.class_names[i];
     }
-    line("classes:", std::to_string(info.num_classes) + (list.empty() ? " (numbered)" : ": " + list));
+    line("classes:",
+         std::to_string(info.num_classes) + (list.empty() ? " (numbered)" : ": " + list));
   }
-  if (info.generate_guidance.active()) line("generate:", core::describe_guidance(info.generate_guidance) + " (guidance.json)");
+  if (info.generate_guidance.active())
+    line("generate:", core::describe_guidance(info.generate_guidance) + " (guidance.json)");
   for (const auto& note : info.notes) line("note:", note);
   return out.str();
 }
@@ -76,7 +78,8 @@ std::string describe_json(const ModelInfo& info) {
   j["format_detail"] = info.format_detail;
   j["architecture"] = info.architecture;
   j["structure"] = info.structure;
-  j["weights"] = info.weights.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(info.weights);
+  j["weights"] =
+      info.weights.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(info.weights);
   j["parameter_count"] = info.parameter_count;
   j["in_channels"] = info.in_channels;
   j["out_channels"] = info.out_channels;

@@ -20,29 +20,30 @@ enum class CheckpointFormat {
 struct ModelInfo {
   std::string path;
   CheckpointFormat format = CheckpointFormat::Diffusers;
-  std::string format_detail;   // e.g. "pipeline folder (unet/, scheduler/), safetensors weights"
-  std::string architecture;    // e.g. "UNet2DModel"
-  std::string structure;       // one line: stages, widths, attention placement
-  std::string weights;         // "ema" or "model" for Trainer checkpoints, else empty
+  std::string format_detail;  // e.g. "pipeline folder (unet/, scheduler/), safetensors weights"
+  std::string architecture;   // e.g. "UNet2DModel"
+  std::string structure;      // one line: stages, widths, attention placement
+  std::string weights;        // "ema" or "model" for Trainer checkpoints, else empty
   std::int64_t parameter_count = 0;  // 0: not known (read_model_info of a TorchScript folder)
-  int in_channels = 3;         // image channels the network reads (without self-conditioning)
-  int out_channels = 3;        // image channels it predicts (without learned variance)
-  int native_height = 0;       // training size; 0 when the format does not say
+  int in_channels = 3;               // image channels the network reads (without self-conditioning)
+  int out_channels = 3;              // image channels it predicts (without learned variance)
+  int native_height = 0;             // training size; 0 when the format does not say
   int native_width = 0;
-  int downsampling_factor = 1; // width and height must be multiples of this
+  int downsampling_factor = 1;  // width and height must be multiples of this
   bool self_condition = false;
   bool learned_variance = false;
   core::PredictionType prediction_type = core::PredictionType::Epsilon;
-  std::string beta_schedule;   // diffusers' name, or what a Trainer checkpoint's betas match
+  std::string beta_schedule;  // diffusers' name, or what a Trainer checkpoint's betas match
   int num_train_timesteps = 1000;
-  std::string default_spacing; // how inference timesteps are chosen by default
-  std::int64_t num_classes = 0;        // class-conditional models: how many classes, else 0
+  std::string default_spacing;           // how inference timesteps are chosen by default
+  std::int64_t num_classes = 0;          // class-conditional models: how many classes, else 0
   std::vector<std::string> class_names;  // their names (classes.json), empty when unnamed
   core::Guidance generate_guidance;      // Generate's default (guidance.json); off without one
   std::vector<std::string> notes;
 };
 
-const char* format_name(CheckpointFormat format);  // "diffusers", "denoising-diffusion-pytorch", "torchscript"
+const char* format_name(
+    CheckpointFormat format);  // "diffusers", "denoising-diffusion-pytorch", "torchscript"
 
 // Human-readable, several lines, aligned "key: value".
 std::string describe_text(const ModelInfo& info);

@@ -23,9 +23,8 @@ LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOpt
   model.schedule = std::move(described.schedule);
   // Each RawTensor keeps its mapped file alive, so the pickle tree can go.
   const std::string& file = described.weights_path;
-  TensorMap weights = described.safetensors
-                          ? read_safetensors(file)
-                          : state_dict_tensors(read_torch_checkpoint(file), file);
+  TensorMap weights = described.safetensors ? read_safetensors(file)
+                                            : state_dict_tensors(read_torch_checkpoint(file), file);
   rename_legacy_attention_keys(weights);
 
   auto network = std::make_unique<DiffusersUNet>(
@@ -39,9 +38,9 @@ LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOpt
 }
 
 LoadedModel load_ddpm_pytorch(model_header::DdpmModel described, const LoadOptions& options) {
-  std::unique_ptr<DdpmUnet> network =
-      make_ddpm_unet(described.checkpoint, at::TensorOptions().dtype(options.dtype).device(options.device),
-                     described.info.path);
+  std::unique_ptr<DdpmUnet> network = make_ddpm_unet(
+      described.checkpoint, at::TensorOptions().dtype(options.dtype).device(options.device),
+      described.info.path);
   LoadedModel model;
   model.schedule = std::move(described.schedule);
   model.info = std::move(described.info);

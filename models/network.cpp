@@ -26,11 +26,12 @@ void check_conditioning(const core::Conditioning& cond, std::int64_t num_classes
                         bool circular_ok, const char* what) {
   check_class_labels(cond.class_labels, num_classes, allow_mean);
   if (num_classes > 0 && !cond.class_labels.defined()) {
-    throw Error(std::string(what) + ": this model is class-conditional (" + std::to_string(num_classes) +
-                " classes) and was given no class");
+    throw Error(std::string(what) + ": this model is class-conditional (" +
+                std::to_string(num_classes) + " classes) and was given no class");
   }
   if (cond.padding == core::Padding::Circular && !circular_ok) {
-    throw Error(std::string(what) + ": this model cannot pad circularly (its padding is not ours to change)");
+    throw Error(std::string(what) +
+                ": this model cannot pad circularly (its padding is not ours to change)");
   }
 }
 

@@ -27,7 +27,8 @@ class Network {
   // Returns [N, C_out, H, W]: the prediction (and, with learned variance, the variance
   // channels after it). Throws gd::Error for labels out of range or a network without classes
   // given some, and for circular padding on a network that cannot (supports_circular_padding).
-  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const = 0;
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
+                             const core::Conditioning& cond) const = 0;
 
   // Whether forward() honours Padding::Circular (TorchScript modules own their padding).
   virtual bool supports_circular_padding() const { return false; }
@@ -42,7 +43,8 @@ class Network {
 
 // Checks the labels against num_classes (shared by the implementations); kMeanClassLabel only
 // where allow_mean says the network implements it. An undefined tensor is fine (no classes).
-void check_class_labels(const at::Tensor& labels, std::int64_t num_classes, bool allow_mean = false);
+void check_class_labels(const at::Tensor& labels, std::int64_t num_classes,
+                        bool allow_mean = false);
 
 // The checks every forward() starts with: labels (as check_class_labels; a class-conditional
 // network needs them) and circular padding where the network cannot do it. `what` names the

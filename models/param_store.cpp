@@ -20,8 +20,7 @@ at::Tensor ParamStore::add(const std::string& name, const std::vector<std::int64
 }
 
 void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
-                      const std::string& source,
-                      const std::vector<std::string>& ignored_suffixes) {
+                      const std::string& source, const std::vector<std::string>& ignored_suffixes) {
   std::set<std::string> expected;
   for (auto& [name, param] : params_) {
     const std::string key = prefix + name;
@@ -37,7 +36,10 @@ void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
                   " but the configuration needs " + shape_string(param.sizes().vec()));
     }
     switch (raw.dtype) {
-      case DType::F64: case DType::F32: case DType::F16: case DType::BF16: break;
+      case DType::F64:
+      case DType::F32:
+      case DType::F16:
+      case DType::BF16: break;
       default:
         throw Error(source + ": tensor '" + key + "' has dtype " + dtype_name(raw.dtype) +
                     " but a floating-point weight is needed");

@@ -26,9 +26,9 @@ struct StorageType {
   DType dtype;
 };
 const StorageType kStorageTypes[] = {
-    {"FloatStorage", DType::F32},  {"HalfStorage", DType::F16},   {"BFloat16Storage", DType::BF16},
-    {"DoubleStorage", DType::F64}, {"LongStorage", DType::I64},   {"IntStorage", DType::I32},
-    {"ShortStorage", DType::I16},  {"CharStorage", DType::I8},    {"ByteStorage", DType::U8},
+    {"FloatStorage", DType::F32},  {"HalfStorage", DType::F16}, {"BFloat16Storage", DType::BF16},
+    {"DoubleStorage", DType::F64}, {"LongStorage", DType::I64}, {"IntStorage", DType::I32},
+    {"ShortStorage", DType::I16},  {"CharStorage", DType::I8},  {"ByteStorage", DType::U8},
     {"BoolStorage", DType::Bool},
 };
 
@@ -45,9 +45,8 @@ bool storage_dtype(const PickleValue& global, DType* dtype) {
 
 bool is_allowed_global(const std::string& module, const std::string& name) {
   if (module == "collections" && name == "OrderedDict") return true;
-  if (module == "torch._utils" &&
-      (name == "_rebuild_tensor_v2" || name == "_rebuild_parameter" ||
-       name == "_rebuild_parameter_with_state")) {
+  if (module == "torch._utils" && (name == "_rebuild_tensor_v2" || name == "_rebuild_parameter" ||
+                                   name == "_rebuild_parameter_with_state")) {
     return true;
   }
   if (module == "torch" && name == "device") return true;
@@ -69,7 +68,8 @@ class Unpickler {
 
  private:
   [[noreturn]] void fail(const std::string& message) const {
-    throw Error(label_ + ": pickle: " + message + " (opcode at byte " + std::to_string(op_pos_) + ")");
+    throw Error(label_ + ": pickle: " + message + " (opcode at byte " + std::to_string(op_pos_) +
+                ")");
   }
 
   // --- input ---
@@ -97,7 +97,8 @@ class Unpickler {
     return line;
   }
   std::string take_string(std::uint64_t length) {
-    if (length > kMaxStringBytes) fail("string of " + std::to_string(length) + " bytes is too long");
+    if (length > kMaxStringBytes)
+      fail("string of " + std::to_string(length) + " bytes is too long");
     if (length > n_ - pos_) {
       fail("truncated input: string of " + std::to_string(length) + " bytes but only " +
            std::to_string(n_ - pos_) + " remain");
@@ -108,7 +109,8 @@ class Unpickler {
 
   // --- values ---
   PickleRef make(Kind kind) {
-    if (++values_ > kMaxValues) fail("too many values (more than " + std::to_string(kMaxValues) + ")");
+    if (++values_ > kMaxValues)
+      fail("too many values (more than " + std::to_string(kMaxValues) + ")");
     auto v = std::make_shared<PickleValue>();
     v->kind = kind;
     return v;
@@ -130,7 +132,8 @@ class Unpickler {
     if (child.get() == &parent) fail("a container cannot contain itself");
     child->shared = true;
     if (child->depth + 1 > parent.depth) parent.depth = child->depth + 1;
-    if (parent.depth > kMaxDepth) fail("values nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    if (parent.depth > kMaxDepth)
+      fail("values nested deeper than " + std::to_string(kMaxDepth) + " levels");
     if (++elements_ > kMaxElements) fail("too many container elements");
   }
   void check_mutable(const PickleValue& v, const char* op) {
@@ -159,8 +162,9 @@ class Unpickler {
     if (marks_.empty()) fail("no MARK on the stack");
     std::size_t mark = marks_.back();
     marks_.pop_back();
-    std::vector<PickleRef> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(mark)),
-                                 std::make_move_iterator(stack_.end()));
+    std::vector<PickleRef> items(
+        std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(mark)),
+        std::make_move_iterator(stack_.end()));
     stack_.resize(mark);
     return items;
   }
@@ -184,13 +188,15 @@ class Unpickler {
 
   // --- container ops ---
   void append(PickleValue& list, const PickleRef& item) {
-    if (list.kind != Kind::List) fail(std::string("APPEND to a ") + kind_name(list.kind) + ", not a list");
+    if (list.kind != Kind::List)
+      fail(std::string("APPEND to a ") + kind_name(list.kind) + ", not a list");
     check_mutable(list, "APPEND");
     adopt(list, item);
     list.items.push_back(item);
   }
   void set_item(PickleValue& dict, const PickleRef& key, const PickleRef& value) {
-    if (dict.kind != Kind::Dict) fail(std::string("SETITEM on a ") + kind_name(dict.kind) + ", not a dict");
+    if (dict.kind != Kind::Dict)
+      fail(std::string("SETITEM on a ") + kind_name(dict.kind) + ", not a dict");
     check_mutable(dict, "SETITEM");
     adopt(dict, key);
     adopt(dict, value);
@@ -210,11 +216,13 @@ class Unpickler {
   PickleRef persistent_load(const PickleValue& pid);
 
   std::int64_t arg_int(const PickleValue& v, const char* what) {
-    if (v.kind != Kind::Int) fail(std::string(what) + " is a " + kind_name(v.kind) + ", not an int");
+    if (v.kind != Kind::Int)
+      fail(std::string(what) + " is a " + kind_name(v.kind) + ", not an int");
     return v.integer;
   }
   std::vector<std::int64_t> arg_ints(const PickleValue& v, const char* what) {
-    if (v.kind != Kind::Tuple) fail(std::string(what) + " is a " + kind_name(v.kind) + ", not a tuple");
+    if (v.kind != Kind::Tuple)
+      fail(std::string(what) + " is a " + kind_name(v.kind) + ", not a tuple");
     if (v.items.size() > kMaxDims) fail(std::string(what) + " has more than 64 entries");
     std::vector<std::int64_t> out;
     for (const PickleRef& item : v.items) {
@@ -252,7 +260,8 @@ PickleRef Unpickler::persistent_load(const PickleValue& pid) {
   if (numel < 0) fail("storage size " + std::to_string(numel) + " is negative");
   const std::string& key = pid.items[2]->text;
   std::uint64_t need = 0;
-  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel), static_cast<std::uint64_t>(dtype_size(dtype)), &need)) {
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
+                             static_cast<std::uint64_t>(dtype_size(dtype)), &need)) {
     fail("storage '" + key + "' size overflows");
   }
   StorageBytes bytes = loader_(dtype, key, numel);
@@ -269,7 +278,8 @@ PickleRef Unpickler::persistent_load(const PickleValue& pid) {
 }
 
 PickleRef Unpickler::rebuild_tensor(const PickleValue& args) {
-  // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+  // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[,
+  // metadata])
   if (args.items.size() != 6 && args.items.size() != 7) {
     fail("_rebuild_tensor_v2 takes 6 or 7 arguments, got " + std::to_string(args.items.size()));
   }
@@ -291,13 +301,15 @@ PickleRef Unpickler::rebuild_tensor(const PickleValue& args) {
   std::int64_t numel = 1;
   for (std::int64_t d : shape) {
     if (d == 0) empty = true;
-    else if (__builtin_mul_overflow(numel, d, &numel)) fail(where + " has a size whose element count overflows");
+    else if (__builtin_mul_overflow(numel, d, &numel))
+      fail(where + " has a size whose element count overflows");
   }
   if (!empty) {
     std::int64_t last = offset;
     for (std::size_t i = 0; i < shape.size(); ++i) {
       std::int64_t step = 0;
-      if (__builtin_mul_overflow(shape[i] - 1, strides[i], &step) || __builtin_add_overflow(last, step, &last)) {
+      if (__builtin_mul_overflow(shape[i] - 1, strides[i], &step) ||
+          __builtin_add_overflow(last, step, &last)) {
         fail(where + " reaches an element index that overflows");
       }
     }
@@ -311,9 +323,10 @@ PickleRef Unpickler::rebuild_tensor(const PickleValue& args) {
   t->tensor.dtype = storage.dtype;
   t->tensor.shape = std::move(shape);
   t->tensor.strides = std::move(strides);
-  t->tensor.data = storage.storage.data == nullptr
-                       ? nullptr
-                       : storage.storage.data + static_cast<std::size_t>(offset) * dtype_size(storage.dtype);
+  t->tensor.data =
+      storage.storage.data == nullptr
+          ? nullptr
+          : storage.storage.data + static_cast<std::size_t>(offset) * dtype_size(storage.dtype);
   t->tensor.owner = storage.storage.owner;
   t->requires_grad = args.items[4]->boolean;
   return t;
@@ -334,7 +347,8 @@ PickleRef Unpickler::call(const PickleValue& callable, const PickleValue& args) 
       qualified == "torch._utils._rebuild_parameter_with_state") {
     // (data, requires_grad, backward_hooks[, state]): a Parameter is its tensor plus a flag.
     std::size_t expected = qualified == "torch._utils._rebuild_parameter" ? 3 : 4;
-    if (args.items.size() != expected) fail(qualified + " takes " + std::to_string(expected) + " arguments");
+    if (args.items.size() != expected)
+      fail(qualified + " takes " + std::to_string(expected) + " arguments");
     if (args.items[0]->kind != Kind::Tensor) fail(qualified + " data is not a tensor");
     if (args.items[1]->kind != Kind::Bool) fail(qualified + " requires_grad is not a bool");
     PickleRef t = make(Kind::Tensor);
@@ -372,7 +386,8 @@ PickleValue Unpickler::run() {
         break;
       case '.': {  // STOP
         if (!marks_.empty()) fail("STOP with an open MARK");
-        if (stack_.size() != 1) fail("STOP with " + std::to_string(stack_.size()) + " values on the stack");
+        if (stack_.size() != 1)
+          fail("STOP with " + std::to_string(stack_.size()) + " values on the stack");
         PickleValue result = *stack_.back();
         return result;
       }
@@ -389,9 +404,7 @@ PickleValue Unpickler::run() {
       case '2':  // DUP
         push(top());
         break;
-      case 'N':
-        push(make(Kind::None));
-        break;
+      case 'N': push(make(Kind::None)); break;
       case 0x88:
       case 0x89: {  // NEWTRUE, NEWFALSE
         PickleRef b = make(Kind::Bool);
@@ -411,10 +424,12 @@ PickleValue Unpickler::run() {
       case 0x8a:    // LONG1
       case 0x8b: {  // LONG4
         std::uint64_t length = take_le(op == 0x8a ? 1 : 4);
-        if (length > 8) fail("integer of " + std::to_string(length) + " bytes does not fit in 64 bits");
+        if (length > 8)
+          fail("integer of " + std::to_string(length) + " bytes does not fit in 64 bits");
         std::uint64_t raw = length == 0 ? 0 : take_le(static_cast<std::size_t>(length));
         // Two's complement little-endian: sign-extend from the top byte.
-        if (length > 0 && length < 8 && (raw >> (8 * length - 1)) & 1) raw |= ~std::uint64_t{0} << (8 * length);
+        if (length > 0 && length < 8 && (raw >> (8 * length - 1)) & 1)
+          raw |= ~std::uint64_t{0} << (8 * length);
         std::int64_t value;
         std::memcpy(&value, &raw, sizeof value);
         push(make_int(value));
@@ -447,18 +462,10 @@ PickleValue Unpickler::run() {
       case 0x8e:  // BINBYTES8
         push(make_string(Kind::Bytes, take_string(take_le(8))));
         break;
-      case '}':
-        push(make(Kind::Dict));
-        break;
-      case ']':
-        push(make(Kind::List));
-        break;
-      case ')':
-        push(make(Kind::Tuple));
-        break;
-      case 't':
-        push(make_tuple(pop_mark()));
-        break;
+      case '}': push(make(Kind::Dict)); break;
+      case ']': push(make(Kind::List)); break;
+      case ')': push(make(Kind::Tuple)); break;
+      case 't': push(make_tuple(pop_mark())); break;
       case 0x85:
       case 0x86:
       case 0x87: {  // TUPLE1..3
@@ -517,7 +524,8 @@ PickleValue Unpickler::run() {
       case 0x93: {  // STACK_GLOBAL
         PickleRef name = pop();
         PickleRef module = pop();
-        if (module->kind != Kind::String || name->kind != Kind::String) fail("STACK_GLOBAL needs two strings");
+        if (module->kind != Kind::String || name->kind != Kind::String)
+          fail("STACK_GLOBAL needs two strings");
         push(global(module->text, name->text));
         break;
       }
@@ -536,21 +544,13 @@ PickleValue Unpickler::run() {
         push(call(*cls, *args));
         break;
       }
-      case 'q':
-        memo_put(take_le(1));
-        break;
-      case 'r':
-        memo_put(take_le(4));
-        break;
+      case 'q': memo_put(take_le(1)); break;
+      case 'r': memo_put(take_le(4)); break;
       case 0x94:  // MEMOIZE
         memo_put(memo_.size());
         break;
-      case 'h':
-        push(memo_get(take_le(1)));
-        break;
-      case 'j':
-        push(memo_get(take_le(4)));
-        break;
+      case 'h': push(memo_get(take_le(1))); break;
+      case 'j': push(memo_get(take_le(4))); break;
       case 'Q': {  // BINPERSID
         PickleRef pid = pop();
         push(persistent_load(*pid));
@@ -587,14 +587,15 @@ const char* kind_name(PickleValue::Kind kind) {
   return "?";
 }
 
-PickleValue parse_pickle(const std::uint8_t* bytes, std::size_t size, const PersistentLoader& loader,
-                         const std::string& label) {
+PickleValue parse_pickle(const std::uint8_t* bytes, std::size_t size,
+                         const PersistentLoader& loader, const std::string& label) {
   Unpickler unpickler(bytes, size, loader, label);
   return unpickler.run();
 }
 
 const PickleValue* dict_lookup(const PickleValue& dict, const std::string& key) {
-  if (dict.kind != Kind::Dict) throw Error(std::string("expected a dict, found a ") + kind_name(dict.kind));
+  if (dict.kind != Kind::Dict)
+    throw Error(std::string("expected a dict, found a ") + kind_name(dict.kind));
   for (auto it = dict.entries.rbegin(); it != dict.entries.rend(); ++it) {
     if (it->first->kind == Kind::String && it->first->text == key) return it->second.get();
   }

@@ -55,20 +55,20 @@ struct PickleValue {
   };
 
   Kind kind = Kind::None;
-  bool boolean = false;       // Bool
-  std::int64_t integer = 0;   // Int
-  double real = 0.0;          // Float
-  std::string text;           // String, Bytes; Global: module; Storage: key
-  std::string name;           // Global: name
-  std::vector<PickleRef> items;                          // List, Tuple
+  bool boolean = false;          // Bool
+  std::int64_t integer = 0;      // Int
+  double real = 0.0;             // Float
+  std::string text;              // String, Bytes; Global: module; Storage: key
+  std::string name;              // Global: name
+  std::vector<PickleRef> items;  // List, Tuple
   std::vector<std::pair<PickleRef, PickleRef>> entries;  // Dict, in insertion order
-  bool ordered = false;       // Dict: was a collections.OrderedDict
-  PickleRef state;            // Dict: BUILD state (OrderedDict `_metadata`), kept but unused
-  DType dtype = DType::F32;   // Storage
-  std::int64_t numel = 0;     // Storage: elements
-  StorageBytes storage;       // Storage
-  RawTensor tensor;           // Tensor
-  bool requires_grad = false; // Tensor
+  bool ordered = false;                                  // Dict: was a collections.OrderedDict
+  PickleRef state;             // Dict: BUILD state (OrderedDict `_metadata`), kept but unused
+  DType dtype = DType::F32;    // Storage
+  std::int64_t numel = 0;      // Storage: elements
+  StorageBytes storage;        // Storage
+  RawTensor tensor;            // Tensor
+  bool requires_grad = false;  // Tensor
 
   // Bookkeeping for the unpickler's safety checks.
   bool shared = false;  // has been put inside another value: may no longer be mutated
@@ -78,8 +78,8 @@ struct PickleValue {
 const char* kind_name(PickleValue::Kind kind);
 
 // Unpickles `bytes`. `label` names the source in errors ("model.pt: data.pkl").
-PickleValue parse_pickle(const std::uint8_t* bytes, std::size_t size, const PersistentLoader& loader,
-                         const std::string& label);
+PickleValue parse_pickle(const std::uint8_t* bytes, std::size_t size,
+                         const PersistentLoader& loader, const std::string& label);
 
 // The value stored under string key `key` in a Dict, or nullptr when absent. If the key
 // appears more than once (only possible in hand-made pickles) the last one wins, as in Python.

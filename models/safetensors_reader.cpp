@@ -19,8 +19,8 @@ constexpr std::uint64_t kMaxHeaderBytes = 100u * 1000u * 1000u;
 
 bool parse_dtype(const std::string& name, DType* out) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
+      {"F64", DType::F64}, {"F32", DType::F32},  {"F16", DType::F16}, {"BF16", DType::BF16},
+      {"I64", DType::I64}, {"I32", DType::I32},  {"I16", DType::I16}, {"I8", DType::I8},
       {"U8", DType::U8},   {"BOOL", DType::Bool}};
   for (const auto& entry : kNames) {
     if (name == entry.first) {
@@ -93,7 +93,8 @@ std::vector<Entry> parse_header(const std::uint8_t* bytes, std::size_t size, con
     if (!info.is_object()) throw Error(where + " is not described by a JSON object");
 
     auto dtype_it = info.find("dtype");
-    if (dtype_it == info.end() || !dtype_it->is_string()) throw Error(where + " has no dtype string");
+    if (dtype_it == info.end() || !dtype_it->is_string())
+      throw Error(where + " has no dtype string");
     Entry entry;
     entry.name = name;
     SafetensorsEntry& e = entry.info;
@@ -110,7 +111,8 @@ std::vector<Entry> parse_header(const std::uint8_t* bytes, std::size_t size, con
     bool numel_too_big = false;
     for (const nlohmann::json& dim : *shape_it) {
       std::uint64_t d = 0;
-      if (!as_count(dim, &d)) throw Error(where + " has a shape entry that is not a non-negative integer");
+      if (!as_count(dim, &d))
+        throw Error(where + " has a shape entry that is not a non-negative integer");
       e.shape.push_back(static_cast<std::int64_t>(d));
       if (d != 0 && numel > std::numeric_limits<std::uint64_t>::max() / d) numel_too_big = true;
       else numel *= d;
@@ -133,15 +135,16 @@ std::vector<Entry> parse_header(const std::uint8_t* bytes, std::size_t size, con
     }
     const std::string offsets_text =
         "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
-    if (e.begin > e.end) throw Error(where + " has data_offsets " + offsets_text + " with begin after end");
+    if (e.begin > e.end)
+      throw Error(where + " has data_offsets " + offsets_text + " with begin after end");
     if (check_data && e.end > data_size) {
       throw Error(where + " has data_offsets " + offsets_text + " but the data section has only " +
                   std::to_string(data_size) + " bytes");
     }
     if (e.end - e.begin != need) {
       throw Error(where + " has data_offsets " + offsets_text + " but shape " +
-                  shape_string(e.shape) + " of " + dtype_text + " needs " +
-                  std::to_string(need) + " bytes");
+                  shape_string(e.shape) + " of " + dtype_text + " needs " + std::to_string(need) +
+                  " bytes");
     }
     entries.push_back(std::move(entry));
   }

@@ -22,14 +22,17 @@ std::string find_archive_folder(const ZipArchive& zip) {
   int found = 0;
   const std::string suffix = "/data.pkl";
   for (const std::string& name : zip.names()) {
-    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
       std::string candidate = name.substr(0, name.size() - suffix.size());
       if (candidate.find('/') != std::string::npos) continue;
       folder = candidate;
       ++found;
     }
   }
-  if (found == 0) throw Error(zip.label() + ": zip archive has no <folder>/data.pkl, not a torch.save checkpoint");
+  if (found == 0)
+    throw Error(zip.label() +
+                ": zip archive has no <folder>/data.pkl, not a torch.save checkpoint");
   if (found > 1) throw Error(zip.label() + ": zip archive has several <folder>/data.pkl records");
   return folder;
 }
@@ -50,7 +53,8 @@ PickleValue parse_torch_checkpoint(std::shared_ptr<const void> owner, const std:
     ZipEntryData order = zip.entry(byteorder_name);
     std::string text(reinterpret_cast<const char*>(order.data), order.size);
     if (text != "little") {
-      throw Error(label + ": checkpoint byte order is '" + text.substr(0, 16) + "'; only 'little' is supported");
+      throw Error(label + ": checkpoint byte order is '" + text.substr(0, 16) +
+                  "'; only 'little' is supported");
     }
   }
 
@@ -61,13 +65,15 @@ PickleValue parse_torch_checkpoint(std::shared_ptr<const void> owner, const std:
     auto it = cache.find(key);
     if (it == cache.end()) {
       const std::string record = folder + "/data/" + key;
-      if (!zip.contains(record)) throw Error(label + ": storage record '" + record + "' is missing");
+      if (!zip.contains(record))
+        throw Error(label + ": storage record '" + record + "' is missing");
       ZipEntryData data = zip.entry(record);
       it = cache.emplace(key, StorageBytes{zip.owner(), data.data, data.size}).first;
     }
     std::uint64_t need = 0;
     if (numel < 0 ||
-        __builtin_mul_overflow(static_cast<std::uint64_t>(numel), static_cast<std::uint64_t>(dtype_size(dtype)), &need) ||
+        __builtin_mul_overflow(static_cast<std::uint64_t>(numel),
+                               static_cast<std::uint64_t>(dtype_size(dtype)), &need) ||
         it->second.size < need) {
       throw Error(label + ": storage record '" + folder + "/data/" + key + "' has " +
                   std::to_string(it->second.size) + " bytes but " + std::to_string(numel) + " x " +
@@ -87,7 +93,8 @@ PickleValue read_torch_checkpoint(const std::string& path) {
   return parse_torch_checkpoint(std::move(file), data, size, path);
 }
 
-const PickleValue* dict_get(const PickleValue& dict, const std::string& key, const std::string& where) {
+const PickleValue* dict_get(const PickleValue& dict, const std::string& key,
+                            const std::string& where) {
   if (dict.kind != PickleValue::Kind::Dict) {
     throw Error(where + ": expected a dict, found a " + kind_name(dict.kind));
   }
@@ -100,7 +107,8 @@ TensorMap state_dict_tensors(const PickleValue& dict, const std::string& where) 
   }
   TensorMap tensors;
   for (const auto& [key, value] : dict.entries) {
-    if (key->kind != PickleValue::Kind::String || value->kind != PickleValue::Kind::Tensor) continue;
+    if (key->kind != PickleValue::Kind::String || value->kind != PickleValue::Kind::Tensor)
+      continue;
     tensors[key->text] = value->tensor;  // a repeated key: the last one wins, as in Python
   }
   return tensors;

@@ -34,6 +34,7 @@ TensorMap state_dict_tensors(const PickleValue& dict, const std::string& where);
 
 // The value under string key `key` of a Dict, or nullptr when absent; throws gd::Error
 // naming `where` when `dict` is not a Dict.
-const PickleValue* dict_get(const PickleValue& dict, const std::string& key, const std::string& where);
+const PickleValue* dict_get(const PickleValue& dict, const std::string& key,
+                            const std::string& where);
 
 }  // namespace gd::models

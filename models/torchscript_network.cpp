@@ -35,7 +35,8 @@ TorchScriptNetwork::~TorchScriptNetwork() = default;
 
 at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
                                        const core::Conditioning& cond) const {
-  check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/false, "TorchScript model");
+  check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/false,
+                     "TorchScript model");
   if (cond.self_cond) throw Error("TorchScript networks do not take a self-conditioning input");
   at::Tensor out;
   try {
@@ -52,8 +53,8 @@ at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
   }
   if (out.dim() != 4 || out.size(0) != x.size(0) || out.size(2) != x.size(2) ||
       out.size(3) != x.size(3)) {
-    throw Error("TorchScript forward(x, t) returned shape " +
-                c10::str(out.sizes()) + " for input " + c10::str(x.sizes()));
+    throw Error("TorchScript forward(x, t) returned shape " + c10::str(out.sizes()) +
+                " for input " + c10::str(x.sizes()));
   }
   return out;
 }

@@ -18,7 +18,8 @@ class TorchScriptNetwork : public Network {
   ~TorchScriptNetwork() override;
 
   // No classes, no self-conditioning and the module's own padding: cond must ask for none.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) const override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
+                     const core::Conditioning& cond) const override;
 
   std::int64_t parameter_count() const;
 

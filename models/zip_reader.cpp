@@ -23,9 +23,7 @@ constexpr std::size_t kEnd64Size = 56;
 // The end record is 22 bytes followed by a comment of at most 65535 bytes.
 constexpr std::size_t kMaxEndSearch = kEndSize + 65535;
 
-std::uint16_t le16(const std::uint8_t* p) {
-  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
-}
+std::uint16_t le16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
 std::uint32_t le32(const std::uint8_t* p) {
   return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
          (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
@@ -46,7 +44,8 @@ struct Zip64Fields {
 
 // Reads the ZIP64 extra field (id 1) of a header's extra block into `fields`. Returns an error
 // text, or an empty string on success.
-std::string read_zip64_extra(const std::uint8_t* extra, std::size_t extra_len, Zip64Fields* fields) {
+std::string read_zip64_extra(const std::uint8_t* extra, std::size_t extra_len,
+                             Zip64Fields* fields) {
   std::size_t pos = 0;
   while (pos + 4 <= extra_len) {
     std::uint16_t id = le16(extra + pos);
@@ -114,8 +113,10 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
   if (end_pos >= kEnd64LocatorSize && le32(end - kEnd64LocatorSize) == kEnd64LocatorSig) {
     const std::uint8_t* locator = end - kEnd64LocatorSize;
     std::uint64_t end64_pos = le64(locator + 8);
-    if (end64_pos > end_pos - kEnd64LocatorSize || end_pos - kEnd64LocatorSize - end64_pos < kEnd64Size) {
-      throw Error(f + ": ZIP64 end record offset " + std::to_string(end64_pos) + " is outside the archive");
+    if (end64_pos > end_pos - kEnd64LocatorSize ||
+        end_pos - kEnd64LocatorSize - end64_pos < kEnd64Size) {
+      throw Error(f + ": ZIP64 end record offset " + std::to_string(end64_pos) +
+                  " is outside the archive");
     }
     const std::uint8_t* end64 = bytes_ + end64_pos;
     if (le32(end64) != kEnd64Sig) throw Error(f + ": ZIP64 end record has a bad signature");
@@ -136,7 +137,8 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
   }
   if (entry_count > dir_size / kCentralHeaderSize) {
     throw Error(f + ": zip archive claims " + std::to_string(entry_count) +
-                " entries but its central directory has only " + std::to_string(dir_size) + " bytes");
+                " entries but its central directory has only " + std::to_string(dir_size) +
+                " bytes");
   }
 
   std::uint64_t pos = dir_offset;
@@ -161,8 +163,12 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
     }
     std::string name(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
     const std::string where = f + ": zip entry '" + name + "'";
-    Zip64Fields z64{uncompressed32, compressed32, offset32, uncompressed32 == 0xFFFFFFFF,
-                    compressed32 == 0xFFFFFFFF, offset32 == 0xFFFFFFFF};
+    Zip64Fields z64{uncompressed32,
+                    compressed32,
+                    offset32,
+                    uncompressed32 == 0xFFFFFFFF,
+                    compressed32 == 0xFFFFFFFF,
+                    offset32 == 0xFFFFFFFF};
     std::string problem = read_zip64_extra(h + kCentralHeaderSize + name_len, extra_len, &z64);
     if (!problem.empty()) throw Error(where + " " + problem);
     entry.compressed_size = z64.compressed;
@@ -173,7 +179,8 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
     // Local header: must lie before the central directory and agree with the central entry.
     if (local > dir_offset || dir_offset - local < kLocalHeaderSize) {
       throw Error(where + " has its local header at byte " + std::to_string(local) +
-                  ", outside the archive's data (which ends at byte " + std::to_string(dir_offset) + ")");
+                  ", outside the archive's data (which ends at byte " + std::to_string(dir_offset) +
+                  ")");
     }
     const std::uint8_t* lh = bytes_ + local;
     if (le32(lh) != kLocalHeaderSig) throw Error(where + " has a bad local header signature");
@@ -195,8 +202,12 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
     std::uint32_t local_compressed32 = le32(lh + 18);
     std::uint32_t local_uncompressed32 = le32(lh + 22);
     if ((le16(lh + 6) & 0x8) == 0) {
-      Zip64Fields lz{local_uncompressed32, local_compressed32, 0, local_uncompressed32 == 0xFFFFFFFF,
-                     local_compressed32 == 0xFFFFFFFF, false};
+      Zip64Fields lz{local_uncompressed32,
+                     local_compressed32,
+                     0,
+                     local_uncompressed32 == 0xFFFFFFFF,
+                     local_compressed32 == 0xFFFFFFFF,
+                     false};
       problem = read_zip64_extra(lh + kLocalHeaderSize + name_len, local_extra_len, &lz);
       if (!problem.empty()) throw Error(where + " local header " + problem);
       if (lz.compressed != entry.compressed_size || lz.uncompressed != entry.uncompressed_size) {
@@ -213,8 +224,9 @@ ZipArchive::ZipArchive(std::shared_ptr<const void> owner, const std::uint8_t* by
                   std::to_string(dir_offset));
     }
     if (entry.method == 0 && entry.compressed_size != entry.uncompressed_size) {
-      throw Error(where + " is stored but its compressed size " + std::to_string(entry.compressed_size) +
-                  " differs from its size " + std::to_string(entry.uncompressed_size));
+      throw Error(where + " is stored but its compressed size " +
+                  std::to_string(entry.compressed_size) + " differs from its size " +
+                  std::to_string(entry.uncompressed_size));
     }
     if (!entries_.emplace(name, entry).second) throw Error(where + " appears twice");
     names_.push_back(std::move(name));
@@ -234,8 +246,8 @@ ZipEntryData ZipArchive::entry(const std::string& name) const {
   const Entry& e = it->second;
   if (e.flags & 0x1) throw Error(label_ + ": zip entry '" + name + "' is encrypted");
   if (e.method != 0) {
-    throw Error(label_ + ": zip entry '" + name + "' is compressed (method " + std::to_string(e.method) +
-                "); only stored entries are supported");
+    throw Error(label_ + ": zip entry '" + name + "' is compressed (method " +
+                std::to_string(e.method) + "); only stored entries are supported");
   }
   return ZipEntryData{bytes_ + e.data_offset, static_cast<std::size_t>(e.compressed_size)};
 }

@@ -16,7 +16,9 @@ class UndoGroup {
   GimpImage* image_;
 };
 
-bool is_layer(GimpDrawable* drawable) { return GIMP_IS_LAYER(drawable) && !GIMP_IS_LAYER_MASK(drawable); }
+bool is_layer(GimpDrawable* drawable) {
+  return GIMP_IS_LAYER(drawable) && !GIMP_IS_LAYER_MASK(drawable);
+}
 
 // Generate into a new layer at the region, above the drawable, opaque.
 GimpLayer* new_generated_layer(const Placement& where, const PixelBuffer& result) {
@@ -46,7 +48,8 @@ GimpLayer* layer_copy(const Placement& where) {
   GimpLayer* copy = gimp_layer_copy(GIMP_LAYER(where.drawable));
   gimp_item_set_name(GIMP_ITEM(copy), ("Image to Image (" + where.tag + ")").c_str());
   GimpLayer* parent = GIMP_LAYER(gimp_item_get_parent(GIMP_ITEM(where.drawable)));
-  gimp_image_insert_layer(where.image, copy, parent, gimp_image_get_item_position(where.image, GIMP_ITEM(where.drawable)));
+  gimp_image_insert_layer(where.image, copy, parent,
+                          gimp_image_get_item_position(where.image, GIMP_ITEM(where.drawable)));
   return copy;
 }
 
@@ -54,7 +57,8 @@ GimpLayer* layer_copy(const Placement& where) {
 
 GimpLayer* apply_result(const Placement& where, const PixelBuffer& result) {
   UndoGroup undo(where.image);
-  if (where.action == Action::Generate && where.new_layer) return new_generated_layer(where, result);
+  if (where.action == Action::Generate && where.new_layer)
+    return new_generated_layer(where, result);
   GimpDrawable* target = where.drawable;
   GimpLayer* layer = is_layer(where.drawable) ? GIMP_LAYER(where.drawable) : nullptr;
   if (where.action == Action::Img2img && where.new_layer && layer) {

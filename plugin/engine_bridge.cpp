@@ -8,8 +8,8 @@
 #include "core/device.h"
 #include "core/guidance.h"
 #include "core/pipeline.h"
-#include "models/model_info.h"
 #include "models/model_header.h"
+#include "models/model_info.h"
 
 namespace gd::plugin {
 
@@ -22,7 +22,8 @@ struct Split {
 
 Split split(const PixelBuffer& image) {
   if (image.channels < 1 || image.channels > 4 ||
-      image.pixels.size() != static_cast<std::size_t>(image.width) * image.height * image.channels) {
+      image.pixels.size() !=
+          static_cast<std::size_t>(image.width) * image.height * image.channels) {
     throw Error("internal error: malformed pixel buffer");
   }
   at::Tensor hwc = at::from_blob(const_cast<float*>(image.pixels.data()),
@@ -36,7 +37,8 @@ Split split(const PixelBuffer& image) {
 }
 
 PixelBuffer join(const at::Tensor& colour, const at::Tensor& alpha) {
-  at::Tensor x = alpha.defined() ? at::cat({colour.to(at::kCPU, at::kFloat), alpha}, 1) : colour.to(at::kCPU, at::kFloat);
+  at::Tensor x = alpha.defined() ? at::cat({colour.to(at::kCPU, at::kFloat), alpha}, 1)
+                                 : colour.to(at::kCPU, at::kFloat);
   x = x.clamp(0, 1);
   if (!at::isfinite(x).all().item<bool>()) {
     throw Error("the model produced non-finite values (it diverged); nothing was changed");
@@ -55,11 +57,13 @@ std::string summary_text(const models::ModelInfo& info, const std::string& devic
   std::string t = info.architecture.empty() ? std::string("model") : info.architecture;
   t += std::string(" (") + models::format_name(info.format) + ")";
   if (info.native_width > 0 && info.native_height > 0) {
-    t += ", native size " + std::to_string(info.native_width) + "x" + std::to_string(info.native_height);
+    t += ", native size " + std::to_string(info.native_width) + "x" +
+         std::to_string(info.native_height);
   }
   const int c = info.in_channels;
   t += ", " + std::string(c == 1 ? "gray" : c == 3 ? "RGB" : std::to_string(c) + " channels");
-  if (info.downsampling_factor > 1) t += ", sizes padded to multiples of " + std::to_string(info.downsampling_factor);
+  if (info.downsampling_factor > 1)
+    t += ", sizes padded to multiples of " + std::to_string(info.downsampling_factor);
   if (info.parameter_count > 0) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1fM", info.parameter_count / 1e6);
@@ -73,8 +77,8 @@ std::string summary_text(const models::ModelInfo& info, const std::string& devic
 
 }  // namespace
 
-PixelBuffer run_on_pixels(const Model& model, const Request& request, const PixelBuffer* input, int channels,
-                          const Callbacks& callbacks, Result* details) {
+PixelBuffer run_on_pixels(const Model& model, const Request& request, const PixelBuffer* input,
+                          int channels, const Callbacks& callbacks, Result* details) {
   Split in;
   if (input) in = split(*input);
   Result result = run(model, request, in.colour, callbacks);

@@ -21,7 +21,8 @@ std::string user_models_folder() {
 std::vector<std::string> user_model_names() {
   std::vector<std::string> names;
   std::error_code ec;
-  for (fs::directory_iterator it(user_models_folder(), ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(user_models_folder(), ec), end; !ec && it != end;
+       it.increment(ec)) {
     const fs::path& p = it->path();
     const std::string name = p.filename().string();
     if (name.empty() || name[0] == '.') continue;
@@ -30,7 +31,8 @@ std::vector<std::string> user_model_names() {
       names.push_back(name);
     } else {
       std::string ext = p.extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      std::transform(ext.begin(), ext.end(), ext.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
       if (ext == ".pt" || ext == ".pth" || ext == ".ckpt") names.push_back(name);
     }
   }
@@ -53,9 +55,10 @@ std::string resolve_model_path(const std::string& given) {
   if (std::string path = gd::default_model_path(); !path.empty()) return path;
   const std::vector<std::string> names = user_model_names();
   if (names.empty()) {
-    throw std::runtime_error("no model given and the bundled model is missing (reinstall the "
-                             "plug-in): put a model folder or checkpoint in " + folder +
-                             ", set GIMP_DIFFUSION_MODEL, or pass the model argument");
+    throw std::runtime_error(
+        "no model given and the bundled model is missing (reinstall the "
+        "plug-in): put a model folder or checkpoint in " +
+        folder + ", set GIMP_DIFFUSION_MODEL, or pass the model argument");
   }
   return (fs::path(folder) / names.front()).string();
 }

@@ -37,7 +37,8 @@ static GimpProcedure* gd_plug_in_create_procedure(GimpPlugIn* plug_in, const gch
     return gd::plugin::create_procedure(plug_in, name);
   } catch (const std::exception& e) {
     const std::string what = e.what();
-    g_printerr("gimp-diffusion: cannot create %s: %s\n", name, what.substr(0, what.find('\n')).c_str());
+    g_printerr("gimp-diffusion: cannot create %s: %s\n", name,
+               what.substr(0, what.find('\n')).c_str());
     return nullptr;
   }
 }

@@ -12,9 +12,11 @@ namespace {
 
 constexpr const char* kMenuPath = "<Image>/Filters/Diffusion";
 
-GimpValueArray* run_procedure(GimpProcedure* procedure, GimpRunMode mode, GimpImage* image, GimpDrawable** drawables,
-                              GimpProcedureConfig* config, gpointer action) {
-  return run_action(static_cast<Action>(GPOINTER_TO_INT(action)), procedure, mode, image, drawables, config);
+GimpValueArray* run_procedure(GimpProcedure* procedure, GimpRunMode mode, GimpImage* image,
+                              GimpDrawable** drawables, GimpProcedureConfig* config,
+                              gpointer action) {
+  return run_action(static_cast<Action>(GPOINTER_TO_INT(action)), procedure, mode, image, drawables,
+                    config);
 }
 
 // ---- Arguments --------------------------------------------------------------------------------
@@ -29,7 +31,8 @@ void add_common_arguments(GimpProcedure* procedure) {
       "", G_PARAM_READWRITE);
 
   GimpChoice* samplers = gimp_choice_new();
-  gimp_choice_add(samplers, "default", 0, "Model's own", "The sampler the model was published with");
+  gimp_choice_add(samplers, "default", 0, "Model's own",
+                  "The sampler the model was published with");
   int id = 1;
   for (const std::string& name : gd::sampler_names()) {
     gimp_choice_add(samplers, name.c_str(), id++, name.c_str(), nullptr);
@@ -43,18 +46,17 @@ void add_common_arguments(GimpProcedure* procedure) {
       "Sampling steps; 0: the sampler's default (20 for the solvers, 50 for ddim, the full chain "
       "for ddpm)",
       0, 10000, 0, G_PARAM_READWRITE);
-  gimp_procedure_add_double_argument(
-      procedure, "eta", "_Eta", "DDIM stochasticity: 0 deterministic, 1 DDPM-like (ddim only)", 0.0, 1.0,
-      0.0, G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument(
-      procedure, "seed", "See_d", "Random seed; -1: a random one (the seed used is returned)", -1,
-      G_MAXINT, -1, G_PARAM_READWRITE);
+  gimp_procedure_add_double_argument(procedure, "eta", "_Eta",
+                                     "DDIM stochasticity: 0 deterministic, 1 DDPM-like (ddim only)",
+                                     0.0, 1.0, 0.0, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument(procedure, "seed", "See_d",
+                                  "Random seed; -1: a random one (the seed used is returned)", -1,
+                                  G_MAXINT, -1, G_PARAM_READWRITE);
   gimp_procedure_add_choice_argument(
       procedure, "device", "_Device", "Where the model runs: auto (CUDA when present), cpu or cuda",
-      gimp_choice_new_with_values("auto", 0, "Auto", "CUDA when present, else CPU",
-                                  "cpu", 1, "CPU", nullptr,
-                                  "cuda", 2, "CUDA", "An NVIDIA GPU (fails when none is usable)",
-                                  nullptr),
+      gimp_choice_new_with_values("auto", 0, "Auto", "CUDA when present, else CPU", "cpu", 1, "CPU",
+                                  nullptr, "cuda", 2, "CUDA",
+                                  "An NVIDIA GPU (fails when none is usable)", nullptr),
       "auto", G_PARAM_READWRITE);
   gimp_procedure_add_string_argument(
       procedure, "class", "_Class",
@@ -73,9 +75,10 @@ void add_common_arguments(GimpProcedure* procedure) {
 
 void add_output_argument(GimpProcedure* procedure) {
   gimp_procedure_add_choice_argument(
-      procedure, "output", "_Output", "new-layer: put the result in a new layer; replace: replace the pixels",
-      gimp_choice_new_with_values("new-layer", 0, "New layer", nullptr,
-                                  "replace", 1, "Replace pixels", nullptr, nullptr),
+      procedure, "output", "_Output",
+      "new-layer: put the result in a new layer; replace: replace the pixels",
+      gimp_choice_new_with_values("new-layer", 0, "New layer", nullptr, "replace", 1,
+                                  "Replace pixels", nullptr, nullptr),
       "new-layer", G_PARAM_READWRITE);
   gimp_procedure_add_boolean_argument(
       procedure, "seamless", "_Seamless",
@@ -84,13 +87,15 @@ void add_output_argument(GimpProcedure* procedure) {
       FALSE, G_PARAM_READWRITE);
 }
 
-void set_common_metadata(GimpProcedure* procedure, const char* label, const char* blurb, const char* help) {
+void set_common_metadata(GimpProcedure* procedure, const char* label, const char* blurb,
+                         const char* help) {
   gimp_procedure_set_image_types(procedure, "RGB*, GRAY*");
   gimp_procedure_set_sensitivity_mask(procedure, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
   gimp_procedure_set_menu_label(procedure, label);
   gimp_procedure_add_menu_path(procedure, kMenuPath);
   gimp_procedure_set_documentation(procedure, blurb, help, nullptr);
-  gimp_procedure_set_attribution(procedure, "gimp-diffusion authors", "gimp-diffusion authors", "2025");
+  gimp_procedure_set_attribution(procedure, "gimp-diffusion authors", "gimp-diffusion authors",
+                                 "2025");
 }
 
 void add_seed_return(GimpProcedure* procedure) {
@@ -103,23 +108,27 @@ void add_seed_return(GimpProcedure* procedure) {
 GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
   GimpProcedure* procedure = nullptr;
   if (g_strcmp0(name, kGenerate) == 0) {
-    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Generate), nullptr);
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
+                                         GINT_TO_POINTER(Action::Generate), nullptr);
     set_common_metadata(
         procedure, "_Generate...", "Generate an image with a pixel-space diffusion model",
         "Samples a new image the size of the selection bounds of the drawable (the whole drawable "
-        "without a selection) and puts it in a new layer placed there, named with the model, sampler, "
+        "without a selection) and puts it in a new layer placed there, named with the model, "
+        "sampler, "
         "steps and seed, or replaces the pixels inside the selection. Any size works: the model "
         "pads and crops to its downsampling factor.");
     add_common_arguments(procedure);
     add_output_argument(procedure);
     add_seed_return(procedure);
-    gimp_procedure_add_layer_return_value(procedure, "layer", "Layer",
-                                          "The layer holding the result (the new one, or the drawable)",
-                                          TRUE, G_PARAM_READWRITE);
+    gimp_procedure_add_layer_return_value(
+        procedure, "layer", "Layer", "The layer holding the result (the new one, or the drawable)",
+        TRUE, G_PARAM_READWRITE);
   } else if (g_strcmp0(name, kImg2img) == 0) {
-    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Img2img), nullptr);
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
+                                         GINT_TO_POINTER(Action::Img2img), nullptr);
     set_common_metadata(
-        procedure, "_Image to Image...", "Re-imagine the selection with a pixel-space diffusion model",
+        procedure, "_Image to Image...",
+        "Re-imagine the selection with a pixel-space diffusion model",
         "Adds noise to the selected area up to 'strength' and runs the diffusion model back from "
         "there (diffusers' img2img). Low strength keeps the picture, high strength invents more. "
         "The selection mask and its feathering are honoured; alpha is kept.");
@@ -130,29 +139,30 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
                                        0.01, 1.0, 0.6, G_PARAM_READWRITE);
     add_output_argument(procedure);
     add_seed_return(procedure);
-    gimp_procedure_add_layer_return_value(procedure, "layer", "Layer",
-                                          "The layer holding the result (the new copy, or the drawable)",
-                                          TRUE, G_PARAM_READWRITE);
+    gimp_procedure_add_layer_return_value(
+        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
+        TRUE, G_PARAM_READWRITE);
   } else if (g_strcmp0(name, kDenoise) == 0) {
-    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure, GINT_TO_POINTER(Action::Denoise), nullptr);
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
+                                         GINT_TO_POINTER(Action::Denoise), nullptr);
     set_common_metadata(
         procedure, "_Denoise Layer...", "Remove Gaussian noise with a pixel-space diffusion model",
         "Treats the selected area as a noisy sample: the noise level is matched to a timestep of "
         "the model's noise schedule and the reverse process runs from there. The selection mask "
         "and its feathering are honoured; alpha is kept.");
     add_common_arguments(procedure);
-    gimp_procedure_add_double_argument(procedure, "noise-level", "_Noise level",
-                                       "Standard deviation of the noise in 0-1 units (0.04 is about "
-                                       "10 levels of 255); 0: estimate it from the image",
-                                       0.0, 1.0, 0.0, G_PARAM_READWRITE);
+    gimp_procedure_add_double_argument(
+        procedure, "noise-level", "_Noise level",
+        "Standard deviation of the noise in 0-1 units (0.04 is about "
+        "10 levels of 255); 0: estimate it from the image",
+        0.0, 1.0, 0.0, G_PARAM_READWRITE);
     add_seed_return(procedure);
     gimp_procedure_add_double_return_value(procedure, "noise-level-used", "Noise level used",
-                                           "The noise level denoised (given or estimated)", 0.0, 1.0,
-                                           0.0, G_PARAM_READWRITE);
+                                           "The noise level denoised (given or estimated)", 0.0,
+                                           1.0, 0.0, G_PARAM_READWRITE);
   }
   return procedure;
 }
-
 
 const char* action_title(Action action) {
   switch (action) {

@@ -40,13 +40,15 @@ void show_progress(Action action, const std::string& what, int done, int total) 
 Callbacks progress_callbacks(Action action) {
   Callbacks c;
   c.on_step = [action](int done, int total) {
-    show_progress(action, "step " + std::to_string(done) + " of " + std::to_string(total), done, total);
+    show_progress(action, "step " + std::to_string(done) + " of " + std::to_string(total), done,
+                  total);
     return true;
   };
   // The search for the best-fitting class (a few seconds on a CPU) comes before the steps.
   c.on_class_fit = [action](int done, int total) {
     show_progress(action,
-                  "finding the best-fitting class (" + std::to_string(done) + " of " + std::to_string(total) + ")",
+                  "finding the best-fitting class (" + std::to_string(done) + " of " +
+                      std::to_string(total) + ")",
                   done, total);
     return true;
   };
@@ -57,7 +59,8 @@ Callbacks progress_callbacks(Action action) {
 std::string describe_for_dialog(const std::string& model, const std::string& device) {
   try {
     const std::string path = resolve_model_path(model);
-    std::string text = describe_model(path, device) + (model.empty() ? "\n(default model: " + path + ")" : "");
+    std::string text =
+        describe_model(path, device) + (model.empty() ? "\n(default model: " + path + ")" : "");
     const std::vector<std::string> installed = user_model_names();
     if (!installed.empty()) {
       text += "\nInstalled models (type a name):";
@@ -94,28 +97,35 @@ Outcome run_on_image(Action action, GimpImage* image, GimpDrawable* drawable, co
   outcome.seed = request.seed;
   PixelBuffer input;
   if (action != Action::Generate) input = read_region(drawable, region);
-  const PixelBuffer result = run_on_pixels(model, request, action == Action::Generate ? nullptr : &input, channels,
-                                           progress_callbacks(action), &outcome.details);
+  const PixelBuffer result =
+      run_on_pixels(model, request, action == Action::Generate ? nullptr : &input, channels,
+                    progress_callbacks(action), &outcome.details);
   gimp_progress_update(1.0);
   // The class actually used (the best fit is known only now) goes into the layer name.
   plan.classes = outcome.details.classes;
   plan.best_fit = false;
-  const std::string tag = basename_of(request.model_path) + ", " + plan.describe(model, request.seed);
-  outcome.layer = apply_result(Placement{action, image, drawable, region, p.new_layer, tag}, result);
+  const std::string tag =
+      basename_of(request.model_path) + ", " + plan.describe(model, request.seed);
+  outcome.layer =
+      apply_result(Placement{action, image, drawable, region, p.new_layer, tag}, result);
   return outcome;
 }
 
-GimpValueArray* failure(GimpProcedure* procedure, GimpPDBStatusType status, const std::string& message) {
-  GError* error = g_error_new_literal(g_quark_from_static_string("gimp-diffusion"), 0, one_line(message).c_str());
+GimpValueArray* failure(GimpProcedure* procedure, GimpPDBStatusType status,
+                        const std::string& message) {
+  GError* error = g_error_new_literal(g_quark_from_static_string("gimp-diffusion"), 0,
+                                      one_line(message).c_str());
   return gimp_procedure_new_return_values(procedure, status, error);
 }
 
-GimpValueArray* success(Action action, GimpProcedure* procedure, GimpRunMode run_mode, const Outcome& outcome) {
+GimpValueArray* success(Action action, GimpProcedure* procedure, GimpRunMode run_mode,
+                        const Outcome& outcome) {
   if (run_mode == GIMP_RUN_INTERACTIVE) gimp_displays_flush();
   const Result& d = outcome.details;
   if (run_mode == GIMP_RUN_INTERACTIVE && action == Action::Denoise) {
     gimp_message((std::string("Denoise Layer: noise level ") + std::to_string(d.sigma) +
-                  (d.sigma_estimated ? " (estimated)" : "") + ", seed " + std::to_string(outcome.seed))
+                  (d.sigma_estimated ? " (estimated)" : "") + ", seed " +
+                  std::to_string(outcome.seed))
                      .c_str());
   }
   GimpValueArray* values = gimp_procedure_new_return_values(procedure, GIMP_PDB_SUCCESS, nullptr);
@@ -130,24 +140,29 @@ GimpValueArray* success(Action action, GimpProcedure* procedure, GimpRunMode run
 
 }  // namespace
 
-GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode run_mode, GimpImage* image,
-                           GimpDrawable** drawables, GimpProcedureConfig* config) {
+GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode run_mode,
+                           GimpImage* image, GimpDrawable** drawables,
+                           GimpProcedureConfig* config) {
   if (gimp_core_object_array_get_length(reinterpret_cast<GObject**>(drawables)) != 1) {
-    return failure(procedure, GIMP_PDB_CALLING_ERROR,
-                   std::string(gimp_procedure_get_name(procedure)) + " works on exactly one drawable");
+    return failure(
+        procedure, GIMP_PDB_CALLING_ERROR,
+        std::string(gimp_procedure_get_name(procedure)) + " works on exactly one drawable");
   }
   GimpDrawable* drawable = drawables[0];
   if (run_mode == GIMP_RUN_INTERACTIVE) {
     gimp_ui_init("gimp-diffusion");
-    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action), describe_for_dialog)) {
+    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action),
+                                      describe_for_dialog)) {
       return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, nullptr);
     }
   } else {
     gegl_init(nullptr, nullptr);
   }
   Region region;
-  if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width, &region.height)) {
-    return failure(procedure, GIMP_PDB_EXECUTION_ERROR, "the selection does not touch the drawable: nothing to do");
+  if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width,
+                                    &region.height)) {
+    return failure(procedure, GIMP_PDB_EXECUTION_ERROR,
+                   "the selection does not touch the drawable: nothing to do");
   }
   const std::string title = action_title(action);
   try {

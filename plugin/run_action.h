@@ -8,7 +8,7 @@
 
 namespace gd::plugin {
 
-GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode run_mode, GimpImage* image,
-                           GimpDrawable** drawables, GimpProcedureConfig* config);
+GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode run_mode,
+                           GimpImage* image, GimpDrawable** drawables, GimpProcedureConfig* config);
 
 }  // namespace gd::plugin

@@ -96,9 +96,9 @@ ConvArgs random_args(const ConvShape& s, const Input& in, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto bf16_exact = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kDouble); };
   const auto opts = at::TensorOptions().dtype(at::kDouble);
-  std::vector<int64_t> wshape = s.transposed
-      ? std::vector<int64_t>{s.in, s.out / s.groups, s.kernel, s.kernel}
-      : std::vector<int64_t>{s.out, s.in / s.groups, s.kernel, s.kernel};
+  std::vector<int64_t> wshape =
+      s.transposed ? std::vector<int64_t>{s.in, s.out / s.groups, s.kernel, s.kernel}
+                   : std::vector<int64_t>{s.out, s.in / s.groups, s.kernel, s.kernel};
   const double fan_in = static_cast<double>(s.in / s.groups * s.kernel * s.kernel);
   ConvArgs a;
   a.x = bf16_exact(at::randn({in.batch, s.in, in.height, in.width}, gen, opts));
@@ -134,8 +134,11 @@ double tolerance(at::ScalarType dtype) { return dtype == at::kBFloat16 ? 2e-2 : 
 // Channel counts around oneDNN's 16-wide blocks: full blocks, partial ones, and the odd counts
 // real models use (3 for RGB, 20/40 for small U-Nets, 96/160/320 for larger ones).
 std::vector<ConvShape> sweep_shapes() {
-  const std::vector<std::pair<bool, int64_t>> ops = {  // (transposed, kernel); stride below
-      {false, 1}, {false, 3}, {true, 3}, {true, 4}};
+  const std::vector<std::pair<bool, int64_t>> ops = {// (transposed, kernel); stride below
+                                                     {false, 1},
+                                                     {false, 3},
+                                                     {true, 3},
+                                                     {true, 4}};
   std::vector<std::pair<int64_t, int64_t>> channels;  // (in, out)
   for (int64_t c : {3, 16, 20, 32, 40, 64, 96, 160, 320})
     for (int64_t other : {32, 40}) channels.push_back({c, other});
@@ -144,15 +147,23 @@ std::vector<ConvShape> sweep_shapes() {
   std::vector<ConvShape> shapes;
   for (auto [transposed, kernel] : ops) {
     // Transposed 3x3 is used at stride 1, 4x4 at stride 2 (exact upsampling); plain both.
-    std::vector<int64_t> strides = transposed ? std::vector<int64_t>{kernel == 4 ? 2 : 1}
-                                              : std::vector<int64_t>{1, 2};
+    std::vector<int64_t> strides =
+        transposed ? std::vector<int64_t>{kernel == 4 ? 2 : 1} : std::vector<int64_t>{1, 2};
     for (int64_t stride : strides)
       for (auto [in, out] : channels) shapes.push_back({transposed, in, out, kernel, stride, 1});
   }
   // Grouped and depthwise 3x3 convolutions (ConvNeXt-style blocks, grouped ResNets).
-  for (auto [c, groups] : std::vector<std::pair<int64_t, int64_t>>{
-           {20, 2}, {40, 2}, {96, 2}, {160, 2}, {40, 4}, {320, 4}, {3, 3}, {20, 20}, {40, 40},
-           {96, 96}, {320, 320}})
+  for (auto [c, groups] : std::vector<std::pair<int64_t, int64_t>>{{20, 2},
+                                                                   {40, 2},
+                                                                   {96, 2},
+                                                                   {160, 2},
+                                                                   {40, 4},
+                                                                   {320, 4},
+                                                                   {3, 3},
+                                                                   {20, 20},
+                                                                   {40, 40},
+                                                                   {96, 96},
+                                                                   {320, 320}})
     shapes.push_back({false, c, c, 3, 1, groups});
   return shapes;
 }
@@ -177,7 +188,7 @@ std::vector<Variant> sweep_variants() {
 
 struct Family {
   int runs = 0, wrong = 0, non_finite = 0;
-  double worst = 0;  // among finite outputs
+  double worst = 0;                                      // among finite outputs
   std::set<std::pair<int64_t, int64_t>> wrong_channels;  // (in, out)
   std::set<std::string> wrong_backends;
 };
@@ -190,7 +201,9 @@ struct Summary {
 
 std::string family_name(const ConvShape& s, const Variant& v) {
   std::ostringstream o;
-  o << (v.dtype == at::kBFloat16 ? "bf16 " : v.dtype == at::kFloat ? "fp32 " : "fp64 ")
+  o << (v.dtype == at::kBFloat16 ? "bf16 "
+        : v.dtype == at::kFloat  ? "fp32 "
+                                 : "fp64 ")
     << (s.transposed ? "conv_transpose2d " : "conv2d ") << s.kernel << "x" << s.kernel << " s"
     << s.stride;
   if (s.groups > 1) o << (s.groups == s.in ? " depthwise" : " groups " + std::to_string(s.groups));
@@ -246,8 +259,8 @@ void print_summary(const Summary& sum, double seconds) {
     if (!f.wrong) continue;
     std::cout << "  " << name << ": " << f.wrong << "/" << f.runs << " wrong (worst relative error "
               << std::defaultfloat << std::setprecision(2) << f.worst << ", " << f.non_finite
-              << " non-finite) via "
-              << join(f.wrong_backends) << "\n    in->out: " << join(f.wrong_channels) << "\n";
+              << " non-finite) via " << join(f.wrong_backends)
+              << "\n    in->out: " << join(f.wrong_channels) << "\n";
   }
   std::cout << std::flush;
 }

@@ -41,9 +41,10 @@ struct FlatClassModel {
       if (!labels.defined()) throw Error("no class set");
       batches.push_back(x.size(0));
       calls.push_back(labels.clone());
-      const at::Tensor l = labels.to(at::kFloat).expand({x.size(0)});                  // [N]
-      const at::Tensor level = at::where(l < 0, at::zeros_like(l), l / (classes - 1) * 2 - 1);  // [N]
-      return level.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();  // [N, C, H, W]
+      const at::Tensor l = labels.to(at::kFloat).expand({x.size(0)});  // [N]
+      const at::Tensor level =
+          at::where(l < 0, at::zeros_like(l), l / (classes - 1) * 2 - 1);  // [N]
+      return level.view({-1, 1, 1, 1}).expand(x.sizes()).contiguous();     // [N, C, H, W]
     };
     return m;
   }

@@ -37,19 +37,20 @@ struct GaussianMixture {
   }
 
   // The exact eps (or x0, or v) prediction at noise-to-signal ratio r = sigma / alpha.
-  at::Tensor predict(const at::Tensor& x_t, const at::Tensor& ratio, core::PredictionType type) const {
+  at::Tensor predict(const at::Tensor& x_t, const at::Tensor& ratio,
+                     core::PredictionType type) const {
     const std::int64_t n = x_t.size(0);
-    at::Tensor r = ratio.to(at::kDouble).reshape({-1, 1});                   // [n or 1, 1]
-    at::Tensor alpha = 1.0 / (1.0 + r * r).sqrt();                            // [n, 1]
+    at::Tensor r = ratio.to(at::kDouble).reshape({-1, 1});  // [n or 1, 1]
+    at::Tensor alpha = 1.0 / (1.0 + r * r).sqrt();          // [n, 1]
     at::Tensor sigma = r * alpha;
-    at::Tensor x = x_t.to(at::kDouble).reshape({n, 1, -1});                  // [n, 1, D]
-    at::Tensor mu = means.to(at::kDouble).reshape({1, means.size(0), -1});   // [1, K, D]
+    at::Tensor x = x_t.to(at::kDouble).reshape({n, 1, -1});                            // [n, 1, D]
+    at::Tensor mu = means.to(at::kDouble).reshape({1, means.size(0), -1});             // [1, K, D]
     at::Tensor var = (alpha * alpha * spread * spread + sigma * sigma).unsqueeze(-1);  // [n, 1, 1]
-    at::Tensor diff = x - alpha.unsqueeze(-1) * mu;                           // [n, K, D]
+    at::Tensor diff = x - alpha.unsqueeze(-1) * mu;                                    // [n, K, D]
     at::Tensor logw = at::tensor(weights, at::kDouble).log().reshape({1, -1});
-    at::Tensor logp = logw - 0.5 * diff.pow(2).sum(-1) / var.squeeze(-1);     // [n, K]
-    at::Tensor resp = at::softmax(logp, 1).unsqueeze(-1);                     // [n, K, 1]
-    at::Tensor score = -(resp * diff).sum(1) / var.squeeze(-1);               // [n, D]
+    at::Tensor logp = logw - 0.5 * diff.pow(2).sum(-1) / var.squeeze(-1);  // [n, K]
+    at::Tensor resp = at::softmax(logp, 1).unsqueeze(-1);                  // [n, K, 1]
+    at::Tensor score = -(resp * diff).sum(1) / var.squeeze(-1);            // [n, D]
     at::Tensor eps = (-sigma * score).reshape(x_t.sizes());
     at::Tensor a = alpha.reshape({-1, 1, 1, 1}), s = sigma.reshape({-1, 1, 1, 1});
     at::Tensor xt = x_t.to(at::kDouble);
@@ -66,7 +67,8 @@ struct GaussianMixture {
   // timesteps (Euler-type samplers) interpolate the noise-to-signal ratio linearly, as
   // diffusers interpolates its sigmas.
   core::ModelFn as_model(const at::Tensor& alphas_cumprod, core::PredictionType type) const {
-    at::Tensor table = ((1 - alphas_cumprod.to(at::kDouble)) / alphas_cumprod.to(at::kDouble)).sqrt();
+    at::Tensor table =
+        ((1 - alphas_cumprod.to(at::kDouble)) / alphas_cumprod.to(at::kDouble)).sqrt();
     return [this, table, type](const at::Tensor& x, const at::Tensor& t,
                                const std::optional<at::Tensor>&) {
       at::Tensor tt = t.to(at::kDouble).clamp(0, table.size(0) - 1);

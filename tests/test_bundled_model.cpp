@@ -123,7 +123,6 @@ TEST(BundledModel, SameSeedSameTexture) {
   const at::Tensor c = generate(4, 64);
   EXPECT_GT((a - c).abs().mean().item<double>(), 0.02) << "another seed, another texture";
 
-
   // A second copy of the model, loaded from the files again, gives the very same texture.
   gd::models::LoadedModel again = gd::models::load_model(bundled_dir(), {});
   const gd::core::PipelineModel model = gd::models::pipeline_model(again, {});
@@ -149,9 +148,11 @@ TEST(BundledModel, SeamlessTextureTiles) {
 TEST(BundledModel, DenoisesTexturesItNeverSaw) {
   // Gaussian noise of sigma 25/255 on held-out patterns; the model's denoise (sigma given,
   // its default sampler) must clearly raise the PSNR on every one of them.
-  constexpr double kMinGainDb = 5.0;  // measured 6.4 to 11.1 dB; the step-250 snapshot of the run reached 4.8
+  constexpr double kMinGainDb =
+      5.0;  // measured 6.4 to 11.1 dB; the step-250 snapshot of the run reached 4.8
   auto gen = at::make_generator<at::CPUGeneratorImpl>(2026);
-  for (const char* name : {"Animal_leather.png", "Wood_parque3.png", "Legacy_pebbles.png", "Stone_marble2.png"}) {
+  for (const char* name :
+       {"Animal_leather.png", "Wood_parque3.png", "Legacy_pebbles.png", "Stone_marble2.png"}) {
     SCOPED_TRACE(name);
     const at::Tensor clean = heldout_texture(name, 64);
     const double sigma = 25.0 / 255;

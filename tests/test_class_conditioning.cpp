@@ -76,8 +76,10 @@ TEST(ClassConditioning, ConfigReadsTheClassCount) {
   negative.replace(negative.find("5}"), 1, "-2");
   expect_error([&] { gd::models::parse_unet2d_config(negative, "c"); }, {"num_class_embeds", "-2"});
   std::string timestep = kConfig;
-  timestep.replace(timestep.find("\"num_class_embeds\""), 0, "\"class_embed_type\": \"timestep\", ");
-  expect_error([&] { gd::models::parse_unet2d_config(timestep, "c"); }, {"class_embed_type", "timestep"});
+  timestep.replace(timestep.find("\"num_class_embeds\""), 0,
+                   "\"class_embed_type\": \"timestep\", ");
+  expect_error([&] { gd::models::parse_unet2d_config(timestep, "c"); },
+               {"class_embed_type", "timestep"});
 }
 
 TEST(ClassConditioning, EmbeddingIsAddedAfterTheTimeMlp) {
@@ -125,16 +127,20 @@ TEST(ClassConditioning, MeanClassLabelUsesTheMeanEmbedding) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(6);
   const at::Tensor x = at::randn({2, 3, 8, 8}, gen);
   const at::Tensor t = at::tensor({30, 600}, at::kLong);
-  const at::Tensor mean_out = cond.forward(x, t, labels(at::tensor({gd::core::kMeanClassLabel}, at::kLong)));
-  const at::Tensor mixed = cond.forward(x, t, labels(at::tensor(std::vector<std::int64_t>{gd::core::kMeanClassLabel, 1}, at::kLong)));
+  const at::Tensor mean_out =
+      cond.forward(x, t, labels(at::tensor({gd::core::kMeanClassLabel}, at::kLong)));
+  const at::Tensor mixed = cond.forward(
+      x, t, labels(at::tensor(std::vector<std::int64_t>{gd::core::kMeanClassLabel, 1}, at::kLong)));
   const at::Tensor one = cond.forward(x, t, labels(at::tensor({1}, at::kLong)));
   EXPECT_TRUE(at::allclose(mixed[0], mean_out[0], 1e-6, 1e-6));
   EXPECT_TRUE(at::allclose(mixed[1], one[1], 1e-6, 1e-6));
   EXPECT_FALSE(at::allclose(mean_out, one, 1e-3, 1e-3)) << "the mean class is a class of its own";
   for (const auto& [name, p] : cond.params()->all()) {
-    if (name == "class_embedding.weight") p.copy_(p.mean(0, true).expand(p.sizes()));  // every row the mean
+    if (name == "class_embedding.weight")
+      p.copy_(p.mean(0, true).expand(p.sizes()));  // every row the mean
   }
-  EXPECT_TRUE(at::allclose(cond.forward(x, t, labels(at::tensor({2}, at::kLong))), mean_out, 1e-5, 1e-5));
+  EXPECT_TRUE(
+      at::allclose(cond.forward(x, t, labels(at::tensor({2}, at::kLong))), mean_out, 1e-5, 1e-5));
 }
 
 TEST(ClassConditioning, LabelsAreChecked) {
@@ -142,12 +148,19 @@ TEST(ClassConditioning, LabelsAreChecked) {
   const at::Tensor x = at::zeros({2, 3, 8, 8});
   const at::Tensor t = at::tensor({1, 2}, at::kLong);
   expect_error([&] { cond.forward(x, t, {}); }, {"class-conditional", "3 classes", "no class"});
-  expect_error([&] { cond.forward(x, t, labels(at::tensor({3}, at::kLong))); }, {"class 3", "out of range", "0 to 2"});
-  expect_error([&] { cond.forward(x, t, labels(at::tensor({-2}, at::kLong))); }, {"class -2", "out of range"});
+  expect_error([&] { cond.forward(x, t, labels(at::tensor({3}, at::kLong))); },
+               {"class 3", "out of range", "0 to 2"});
+  expect_error([&] { cond.forward(x, t, labels(at::tensor({-2}, at::kLong))); },
+               {"class -2", "out of range"});
   cond.forward(x, t, labels(at::tensor({-1}, at::kLong)));  // kMeanClassLabel: the mean embedding
-  expect_error([&] { cond.forward(x, t, labels(at::tensor({0, 1, 2}, at::kLong))); }, {"3 class labels", "batch of 2"});
+  expect_error(
+      [&] {
+        cond.forward(x, t, labels(at::tensor({0, 1, 2}, at::kLong)));
+      },
+      {"3 class labels", "batch of 2"});
   DiffusersUNet plain(small_config(0), at::TensorOptions().dtype(at::kFloat));
-  expect_error([&] { plain.forward(x, t, labels(at::tensor({0}, at::kLong))); }, "not class-conditional");
+  expect_error([&] { plain.forward(x, t, labels(at::tensor({0}, at::kLong))); },
+               "not class-conditional");
   plain.forward(x, t, {});  // no classes is always fine for an unconditional network
 }
 
@@ -209,8 +222,11 @@ TEST(ClassConditioning, GenerateSetsAndClearsTheClasses) {
   other.batch = 1;
   EXPECT_FALSE(at::allclose(gd::core::generate(model, other)[0], drawn[0], 1e-3, 1e-3));
   // Nothing of the run stays on the network: a call without classes still fails.
-  expect_error([&] { net->forward(at::zeros({1, 3, 8, 8}), at::tensor({1}, at::kLong), {}); },
-               "no class");
+  expect_error(
+      [&] {
+        net->forward(at::zeros({1, 3, 8, 8}), at::tensor({1}, at::kLong), {});
+      },
+      "no class");
   other.class_label = 9;
   expect_error([&] { gd::core::generate(model, other); }, {"class 9", "out of range"});
 }
@@ -227,13 +243,15 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   // Two 80x80 images (model space): flat at class 280's level and at class 7's, plus some noise.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
   const double top = static_cast<double>(classes - 1);
-  at::Tensor x = at::cat({at::full({1, 3, 80, 80}, 280 / top * 2 - 1), at::full({1, 3, 80, 80}, 7 / top * 2 - 1)});
+  at::Tensor x = at::cat(
+      {at::full({1, 3, 80, 80}, 280 / top * 2 - 1), at::full({1, 3, 80, 80}, 7 / top * 2 - 1)});
   x = x + 0.02 * at::randn(x.sizes(), gen);
   const auto chosen = gd::core::best_fitting_classes(model, x, 0);
   EXPECT_EQ(chosen, (std::vector<std::int64_t>{280, 7}));
   // Every class is tried on every timestep of every image, in calls of at most per_call.
   const std::int64_t calls_per_timestep = (classes + per_call - 1) / per_call;
-  EXPECT_EQ(fake.batches.size(), static_cast<std::size_t>(2 * gd::core::kClassFitTimesteps * calls_per_timestep));
+  EXPECT_EQ(fake.batches.size(),
+            static_cast<std::size_t>(2 * gd::core::kClassFitTimesteps * calls_per_timestep));
   EXPECT_EQ(fake.batches.front(), per_call);
   // Progress: once per network call, counting up to the number of calls made.
   std::vector<std::pair<int, int>> ticks;
@@ -244,14 +262,17 @@ TEST(ClassConditioning, BestFitPicksTheClassThatExplainsTheImage) {
   });
   ASSERT_EQ(ticks.size(), fake.batches.size());
   for (std::size_t i = 0; i < ticks.size(); ++i) {
-    EXPECT_EQ(ticks[i], std::make_pair(static_cast<int>(i + 1), static_cast<int>(fake.batches.size())));
+    EXPECT_EQ(ticks[i],
+              std::make_pair(static_cast<int>(i + 1), static_cast<int>(fake.batches.size())));
   }
   // Cancelling from the progress callback stops the fit after that call.
   fake.batches.clear();
-  EXPECT_THROW(gd::core::best_fitting_classes(model, x, 0, [](int done, int) { return done < 2; }), gd::Cancelled);
+  EXPECT_THROW(gd::core::best_fitting_classes(model, x, 0, [](int done, int) { return done < 2; }),
+               gd::Cancelled);
   EXPECT_EQ(fake.batches.size(), 2u);
   // The noise is fixed: the same image gives the same class every time.
-  EXPECT_EQ(gd::core::best_fitting_classes(model, x, 50), gd::core::best_fitting_classes(model, x, 50));
+  EXPECT_EQ(gd::core::best_fitting_classes(model, x, 50),
+            gd::core::best_fitting_classes(model, x, 50));
   gd::core::PipelineModel plain;
   expect_error([&] { gd::core::best_fitting_classes(plain, x, 0); }, "not class-conditional");
 }

@@ -20,9 +20,9 @@
 
 using namespace gd::core;
 using gd::test::data_path;
+using gd::test::expect_error;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
-using gd::test::expect_error;
 
 namespace {
 
@@ -370,9 +370,9 @@ TEST(DdpmPytorchSamplers, CancelledThroughOnStep) {
       return at::zeros_like(x);
     };
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1);
-    EXPECT_THROW(sampler->run(at::randn({1, 3, 4, 4}, g), 0, fn, g,
-                              [](int done, int) { return done < 2; }),
-                 gd::Cancelled);
+    EXPECT_THROW(
+        sampler->run(at::randn({1, 3, 4, 4}, g), 0, fn, g, [](int done, int) { return done < 2; }),
+        gd::Cancelled);
     EXPECT_EQ(calls, 2) << name;
   }
 }

@@ -22,9 +22,9 @@
 using namespace gd::models;
 using gd::Error;
 using gd::test::data_path;
+using gd::test::expect_error;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
-using gd::test::expect_error;
 
 namespace {
 
@@ -88,7 +88,9 @@ const TensorMap& ema_unet_weights() {
 
 // ---- the package's checkpoint ---------------------------------------------------------------
 
-TEST(DdpmPytorchUnet, EmaWeightsMatchPackage) { check_unet_case(DdpmWeights::Ema, "unet_ema.safetensors"); }
+TEST(DdpmPytorchUnet, EmaWeightsMatchPackage) {
+  check_unet_case(DdpmWeights::Ema, "unet_ema.safetensors");
+}
 
 TEST(DdpmPytorchUnet, OnlineWeightsMatchPackage) {
   check_unet_case(DdpmWeights::Model, "unet_model.safetensors");
@@ -98,7 +100,8 @@ TEST(DdpmPytorchCheckpoint, EmaAndOnlineWeightsDiffer) {
   const DdpmCheckpoint ema = load_ddpm_checkpoint_tensors(checkpoint(), {}, "model-1.pt");
   DdpmLoadOptions online_options;
   online_options.weights = DdpmWeights::Model;
-  const DdpmCheckpoint online = load_ddpm_checkpoint_tensors(checkpoint(), online_options, "model-1.pt");
+  const DdpmCheckpoint online =
+      load_ddpm_checkpoint_tensors(checkpoint(), online_options, "model-1.pt");
   EXPECT_EQ(ema.weights, DdpmWeights::Ema);
   EXPECT_EQ(online.weights, DdpmWeights::Model);
   EXPECT_EQ(ema.unet_weights.size(), 141u);
@@ -129,8 +132,8 @@ TEST(DdpmPytorchCheckpoint, InferredConfigMatchesHparams) {
     DdpmLoadOptions options;
     options.weights = weights;
     const DdpmCheckpoint ckpt = load_ddpm_checkpoint_tensors(checkpoint(), options, "model-1.pt");
-    EXPECT_EQ(ckpt.unet, expected) << "inferred: " << ckpt.unet.to_string()
-                                   << "\nexpected: " << expected.to_string();
+    EXPECT_EQ(ckpt.unet, expected)
+        << "inferred: " << ckpt.unet.to_string() << "\nexpected: " << expected.to_string();
     EXPECT_EQ(ckpt.unet.num_stages(), inferred["num_stages"].get<std::int64_t>());
     EXPECT_EQ(ckpt.unet.downsample_factor(), inferred["downsample_factor"].get<std::int64_t>());
     EXPECT_EQ(ckpt.diffusion.num_timesteps, inferred["timesteps"].get<std::int64_t>());
@@ -162,8 +165,10 @@ TEST(DdpmPytorchCheckpoint, ScheduleBuffersMatchFixture) {
       const at::Tensor actual = s.buffer(name);
       EXPECT_EQ(actual.scalar_type(), at::kFloat) << name;  // stored float32, kept as is
       ASSERT_EQ(actual.sizes(), expected.sizes()) << name;
-      const double rel = ((actual.to(at::kDouble) - expected).abs() /
-                          expected.abs().clamp_min(1e-30)).max().item<double>();
+      const double rel =
+          ((actual.to(at::kDouble) - expected).abs() / expected.abs().clamp_min(1e-30))
+              .max()
+              .item<double>();
       EXPECT_LE(rel, 1e-6) << name;
       ++checked;
     }
@@ -182,16 +187,17 @@ namespace {
 
 // A GaussianDiffusion-like state: the given betas (float64, stored float32), every schedule
 // buffer derived from them, and loss_weight = weight_fn(snr, alphas_cumprod).
-TensorMap synthetic_state(const at::Tensor& betas64,
-                          const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& weight_fn) {
+TensorMap synthetic_state(
+    const at::Tensor& betas64,
+    const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& weight_fn) {
   const at::Tensor ac = at::cumprod(1 - betas64, 0);
   const at::Tensor snr = ac / (1 - ac);
   TensorMap state;
-  for (const char* name : {"alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-                           "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod",
-                           "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-                           "posterior_variance", "posterior_log_variance_clipped",
-                           "posterior_mean_coef1", "posterior_mean_coef2"}) {
+  for (const char* name :
+       {"alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_variance",
+        "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2"}) {
     state[name] = raw_from(ac);  // values irrelevant here, only presence and shape
   }
   state["betas"] = raw_from(betas64);
@@ -204,9 +210,9 @@ TensorMap synthetic_state(const at::Tensor& betas64,
 
 TEST(DdpmPytorchCheckpoint, InfersLinearScheduleAndPredNoise) {
   // linear_beta_schedule(100): scale = 1000 / 100 = 10, linspace(0.001, 0.2, 100)
-  const TensorMap state = synthetic_state(
-      at::linspace(10 * 0.0001, 10 * 0.02, 100, at::kDouble),
-      [](const at::Tensor& snr, const at::Tensor&) { return at::ones_like(snr); });
+  const TensorMap state =
+      synthetic_state(at::linspace(10 * 0.0001, 10 * 0.02, 100, at::kDouble),
+                      [](const at::Tensor& snr, const at::Tensor&) { return at::ones_like(snr); });
   const DdpmDiffusionSettings s = infer_ddpm_diffusion_settings(state, std::nullopt, "synthetic");
   EXPECT_EQ(s.beta_schedule, "linear");
   EXPECT_EQ(s.objective, "pred_noise");
@@ -215,9 +221,9 @@ TEST(DdpmPytorchCheckpoint, InfersLinearScheduleAndPredNoise) {
 }
 
 TEST(DdpmPytorchCheckpoint, InfersPredX0AndCustomSchedule) {
-  const TensorMap state = synthetic_state(
-      at::full({50}, 0.02, at::kDouble),
-      [](const at::Tensor& snr, const at::Tensor&) { return snr; });
+  const TensorMap state =
+      synthetic_state(at::full({50}, 0.02, at::kDouble),
+                      [](const at::Tensor& snr, const at::Tensor&) { return snr; });
   const DdpmDiffusionSettings s = infer_ddpm_diffusion_settings(state, std::nullopt, "synthetic");
   EXPECT_EQ(s.beta_schedule, "custom");
   EXPECT_EQ(s.objective, "pred_x0");
@@ -241,7 +247,8 @@ TEST(DdpmPytorchCheckpoint, UninferableObjectiveNeedsOverride) {
       [](const at::Tensor& snr, const at::Tensor&) { return at::full_like(snr, 0.5); });
   expect_error([&] { infer_ddpm_diffusion_settings(state, std::nullopt, "synthetic"); },
                {"synthetic", "loss_weight", "objective", "pred_noise"});
-  const DdpmDiffusionSettings s = infer_ddpm_diffusion_settings(state, std::string("pred_x0"), "synthetic");
+  const DdpmDiffusionSettings s =
+      infer_ddpm_diffusion_settings(state, std::string("pred_x0"), "synthetic");
   EXPECT_EQ(s.objective, "pred_x0");
   EXPECT_FALSE(s.objective_inferred);
   expect_error([&] { infer_ddpm_diffusion_settings(state, std::string("eps"), "synthetic"); },
@@ -253,8 +260,9 @@ TEST(DdpmPytorchCheckpoint, UninferableObjectiveNeedsOverride) {
                {"no 'loss_weight' buffer", "objective"});
   TensorMap no_buffer = state;
   no_buffer.erase("posterior_mean_coef2");
-  expect_error([&] { infer_ddpm_diffusion_settings(no_buffer, std::string("pred_v"), "synthetic"); },
-               {"posterior_mean_coef2", "missing"});
+  expect_error(
+      [&] { infer_ddpm_diffusion_settings(no_buffer, std::string("pred_v"), "synthetic"); },
+      {"posterior_mean_coef2", "missing"});
 }
 
 // ---- bad checkpoints --------------------------------------------------------------------------
@@ -282,7 +290,8 @@ TEST(DdpmPytorchCheckpoint, MissingStructuralKeyIsNamed) {
   TensorMap weights = ema_unet_weights();
   weights.erase("time_mlp.1.weight");
   expect_error([&] { infer_ddpm_unet_config(weights, "pre."); }, {"'pre.init_conv.weight'"});
-  expect_error([&] { infer_ddpm_unet_config(weights, ""); }, {"missing tensor 'time_mlp.1.weight'"});
+  expect_error([&] { infer_ddpm_unet_config(weights, ""); },
+               {"missing tensor 'time_mlp.1.weight'"});
 }
 
 TEST(DdpmPytorchCheckpoint, GroupNormLayoutBefore2IsRefused) {
@@ -386,7 +395,8 @@ void check_round_trip(const DdpmUnetConfig& config, bool pass_self_cond) {
   // ...and loading them into a fresh network reproduces the output exactly.
   DdpmUnet copy(inferred, at::TensorOptions().dtype(at::kFloat));
   copy.params()->load(weights, "", "round trip");
-  EXPECT_EQ(max_abs_diff(copy.forward(x, t, gd::core::Conditioning::self_conditioned(cond)), out), 0.0);
+  EXPECT_EQ(max_abs_diff(copy.forward(x, t, gd::core::Conditioning::self_conditioned(cond)), out),
+            0.0);
 }
 
 }  // namespace
@@ -407,7 +417,10 @@ TEST(DdpmPytorchUnet, SelfConditionedFullAttentionRoundTrip) {
   randomize(net);
   const at::Tensor x = at::randn({1, 3, 8, 8});
   const at::Tensor t = at::tensor(std::vector<std::int64_t>{10});
-  EXPECT_EQ(max_abs_diff(net.forward(x, t, {}), net.forward(x, t, gd::core::Conditioning::self_conditioned(at::zeros_like(x)))), 0.0);
+  EXPECT_EQ(
+      max_abs_diff(net.forward(x, t, {}),
+                   net.forward(x, t, gd::core::Conditioning::self_conditioned(at::zeros_like(x)))),
+      0.0);
 }
 
 TEST(DdpmPytorchUnet, LearnedVarianceLinearAttentionRoundTrip) {
@@ -421,10 +434,7 @@ TEST(DdpmPytorchUnet, LearnedVarianceLinearAttentionRoundTrip) {
 TEST(DdpmPytorchUnet, RejectsBadInputShapes) {
   DdpmUnet net(make_ddpm_unet_config(8, {1, 2, 4}), at::TensorOptions().dtype(at::kFloat));
   const at::Tensor t = at::tensor(std::vector<std::int64_t>{1});
-  expect_error([&] { net.forward(at::zeros({1, 3, 12, 18}), t, {}); },
-               {"not a multiple of 4"});
-  expect_error([&] { net.forward(at::zeros({1, 4, 16, 16}), t, {}); },
-               {"expected [N, 3, H, W]"});
-  expect_error([&] { net.forward(at::zeros({2, 3, 16, 16}), t, {}); },
-               {"timesteps"});
+  expect_error([&] { net.forward(at::zeros({1, 3, 12, 18}), t, {}); }, {"not a multiple of 4"});
+  expect_error([&] { net.forward(at::zeros({1, 4, 16, 16}), t, {}); }, {"expected [N, 3, H, W]"});
+  expect_error([&] { net.forward(at::zeros({2, 3, 16, 16}), t, {}); }, {"timesteps"});
 }

@@ -22,9 +22,9 @@
 using namespace gd::models;
 using gd::Error;
 using gd::test::data_path;
+using gd::test::expect_error;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
-using gd::test::expect_error;
 using gd::test::read_text;
 
 namespace {
@@ -42,7 +42,8 @@ const TensorMap& fixture_weights() {
 }
 
 std::unique_ptr<DiffusersUNet> fixture_unet() {
-  auto unet = std::make_unique<DiffusersUNet>(fixture_config(), at::TensorOptions().dtype(at::kFloat));
+  auto unet =
+      std::make_unique<DiffusersUNet>(fixture_config(), at::TensorOptions().dtype(at::kFloat));
   unet->params()->load(fixture_weights(), "", "diffusion_pytorch_model.safetensors");
   return unet;
 }
@@ -61,7 +62,7 @@ std::string config_with(const std::string& key, const std::string& json_value) {
 
 void check_fixture_case(const std::string& t_name, const std::string& out_name) {
   const auto unet = fixture_unet();
-  const at::Tensor x = fixture_tensor(kCase + "unet.safetensors", "x");  // [2, 3, 16, 16]
+  const at::Tensor x = fixture_tensor(kCase + "unet.safetensors", "x");     // [2, 3, 16, 16]
   const at::Tensor t = fixture_tensor(kCase + "unet.safetensors", t_name);  // [2]
   const at::Tensor expected = fixture_tensor(kCase + "unet.safetensors", out_name);
   const at::Tensor out = unet->forward(x, t, {});
@@ -105,11 +106,11 @@ const char* kSecondConfig = R"({
 // Parameter count of a ResnetBlock2D in -> out with time width T, scale-shift (2 out) or not.
 std::int64_t resnet_params(std::int64_t in, std::int64_t out, std::int64_t temb, bool scale_shift) {
   const std::int64_t proj = scale_shift ? 2 * out : out;
-  return 2 * in                       // norm1
-         + 9 * in * out + out         // conv1
-         + temb * proj + proj         // time_emb_proj
-         + 2 * out                    // norm2
-         + 9 * out * out + out        // conv2
+  return 2 * in                               // norm1
+         + 9 * in * out + out                 // conv1
+         + temb * proj + proj                 // time_emb_proj
+         + 2 * out                            // norm2
+         + 9 * out * out + out                // conv2
          + (in != out ? in * out + out : 0);  // conv_shortcut
 }
 // Attention over C channels with one head as wide as C, with group_norm.
@@ -121,7 +122,9 @@ std::int64_t attention_params(std::int64_t c) { return 2 * c + 4 * (c * c + c); 
 
 TEST(DiffusersUNet, IntegerTimestepsMatchDiffusers) { check_fixture_case("t", "out"); }
 
-TEST(DiffusersUNet, FractionalTimestepsMatchDiffusers) { check_fixture_case("t_float", "out_float"); }
+TEST(DiffusersUNet, FractionalTimestepsMatchDiffusers) {
+  check_fixture_case("t_float", "out_float");
+}
 
 TEST(DiffusersUNet, FixtureParametersMatchCheckpoint) {
   const auto unet = fixture_unet();
@@ -136,8 +139,7 @@ TEST(DiffusersUNet, ScalarTimestepIsBroadcastToBatch) {
   const at::Tensor x = fixture_tensor(kCase + "unet.safetensors", "x");
   const at::Tensor expected = fixture_tensor(kCase + "unet.safetensors", "out");
   // Sample 1 was run at t = 99: a scalar 99 broadcast over a batch of one gives the same.
-  const at::Tensor out =
-      unet->forward(x.slice(0, 1, 2), at::scalar_tensor(99, at::kLong), {});
+  const at::Tensor out = unet->forward(x.slice(0, 1, 2), at::scalar_tensor(99, at::kLong), {});
   EXPECT_LE(max_abs_diff(out, expected.slice(0, 1, 2)), 1e-4);
 }
 
@@ -146,9 +148,11 @@ TEST(DiffusersUNet, LegacyAttentionKeysAreRenamed) {
   TensorMap legacy;
   for (const auto& [key, raw] : fixture_weights()) {
     std::string old_key = key;
-    for (const auto& [now, before] : std::vector<std::pair<std::string, std::string>>{
-             {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."},
-             {".to_out.0.", ".proj_attn."}}) {
+    for (const auto& [now, before] :
+         std::vector<std::pair<std::string, std::string>>{{".to_q.", ".query."},
+                                                          {".to_k.", ".key."},
+                                                          {".to_v.", ".value."},
+                                                          {".to_out.0.", ".proj_attn."}}) {
       const std::size_t at = old_key.find(now);
       if (at != std::string::npos) old_key.replace(at, now.size(), before);
     }
@@ -197,7 +201,7 @@ TEST(DiffusersUNet, MissingTensorIsNamed) {
 TEST(DiffusersUNet, WrongShapeIsNamed) {
   TensorMap weights = fixture_weights();
   RawTensor& raw = weights.at("conv_in.weight");  // [16, 3, 3, 3]
-  raw.shape = {16, 4, 3, 3};                       // as if the config said in_channels 3 wrongly
+  raw.shape = {16, 4, 3, 3};                      // as if the config said in_channels 3 wrongly
   raw.strides = contiguous_strides(raw.shape);
   DiffusersUNet unet(fixture_config(), at::TensorOptions().dtype(at::kFloat));
   expect_error([&] { unet.params()->load(weights, "", "model.safetensors"); },
@@ -214,40 +218,54 @@ TEST(DiffusersUNet, ConfigThatDisagreesWithWeightsIsNamed) {
 
 TEST(DiffusersUNet, BadInputsAreRefused) {
   const auto unet = fixture_unet();
-  expect_error([&] { unet->forward(at::zeros({1, 4, 16, 16}), at::zeros({1}, at::kLong), {}); },
-               {"[1, 4, 16, 16]", "[N, 3, H, W]"});
-  expect_error([&] { unet->forward(at::zeros({1, 3, 15, 16}), at::zeros({1}, at::kLong), {}); },
-               {"multiple of 2"});
-  expect_error([&] { unet->forward(at::zeros({2, 3, 16, 16}), at::zeros({3}, at::kLong), {}); },
-               {"timesteps", "[3]"});
-  expect_error([&] {
-    unet->forward(at::zeros({1, 3, 16, 16}), at::zeros({1}, at::kLong),
-                  gd::core::Conditioning::self_conditioned(at::zeros({1, 3, 16, 16})));
-  }, {"self-conditioning"});
+  expect_error(
+      [&] {
+        unet->forward(at::zeros({1, 4, 16, 16}), at::zeros({1}, at::kLong), {});
+      },
+      {"[1, 4, 16, 16]", "[N, 3, H, W]"});
+  expect_error(
+      [&] {
+        unet->forward(at::zeros({1, 3, 15, 16}), at::zeros({1}, at::kLong), {});
+      },
+      {"multiple of 2"});
+  expect_error(
+      [&] {
+        unet->forward(at::zeros({2, 3, 16, 16}), at::zeros({3}, at::kLong), {});
+      },
+      {"timesteps", "[3]"});
+  expect_error(
+      [&] {
+        unet->forward(at::zeros({1, 3, 16, 16}), at::zeros({1}, at::kLong),
+                      gd::core::Conditioning::self_conditioned(at::zeros({1, 3, 16, 16})));
+      },
+      {"self-conditioning"});
 }
 
 // ---- config.json --------------------------------------------------------------------------------
 
 TEST(CircularPad, EqualsTorchsCircularPadAndKeepsTheLayout) {
   const at::Tensor x = at::arange(2 * 3 * 5 * 7, at::kFloat).reshape({2, 3, 5, 7});  // [N, C, H, W]
-  const std::vector<std::vector<std::int64_t>> pads = {{1, 1, 1, 1}, {0, 1, 0, 1}, {2, 0, 3, 1}, {7, 7, 5, 5}};
+  const std::vector<std::vector<std::int64_t>> pads = {
+      {1, 1, 1, 1}, {0, 1, 0, 1}, {2, 0, 3, 1}, {7, 7, 5, 5}};
   for (const auto& p : pads) {
     const at::Tensor expected = at::pad(x, {p[0], p[1], p[2], p[3]}, "circular");
     for (const bool channels_last : {false, true}) {
       const at::Tensor in = channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
       const at::Tensor got = gd::models::circular_pad(in, p[0], p[1], p[2], p[3]);
-      EXPECT_TRUE(at::equal(got, expected)) << p[0] << p[1] << p[2] << p[3] << " channels-last " << channels_last;
+      EXPECT_TRUE(at::equal(got, expected))
+          << p[0] << p[1] << p[2] << p[3] << " channels-last " << channels_last;
       EXPECT_EQ(got.is_contiguous(at::MemoryFormat::ChannelsLast), channels_last);
     }
   }
   // Shapes where the layout is ambiguous (one image, one channel, 1x1) and a strided view.
-  for (const at::Tensor& odd : {at::arange(1 * 3 * 4 * 6, at::kFloat).reshape({1, 3, 4, 6}),
-                                at::arange(2 * 1 * 4 * 6, at::kFloat).reshape({2, 1, 4, 6}),
-                                at::arange(3, at::kFloat).reshape({1, 3, 1, 1}),
-                                x.narrow(3, 1, 5).narrow(1, 1, 2)}) {
+  for (const at::Tensor& odd :
+       {at::arange(1 * 3 * 4 * 6, at::kFloat).reshape({1, 3, 4, 6}),
+        at::arange(2 * 1 * 4 * 6, at::kFloat).reshape({2, 1, 4, 6}),
+        at::arange(3, at::kFloat).reshape({1, 3, 1, 1}), x.narrow(3, 1, 5).narrow(1, 1, 2)}) {
     for (const bool channels_last : {false, true}) {
       const at::Tensor in = channels_last ? odd.contiguous(at::MemoryFormat::ChannelsLast) : odd;
-      EXPECT_TRUE(at::equal(gd::models::circular_pad(in, 1, 1, 1, 1), at::pad(odd, {1, 1, 1, 1}, "circular")))
+      EXPECT_TRUE(at::equal(gd::models::circular_pad(in, 1, 1, 1, 1),
+                            at::pad(odd, {1, 1, 1, 1}, "circular")))
           << odd.sizes() << " channels-last " << channels_last;
     }
   }
@@ -322,7 +340,8 @@ TEST(UNet2DConfig, AcceptsAliasesAndNulls) {
     "up_block_types": ["AttnUpBlock2D", "UNetResUpBlock2D"],
     "downsample_type": null, "upsample_type": null, "act_fn": "swish",
     "mid_block_type": null, "time_embedding_dim": null, "attn_norm_num_groups": 16
-  })", "c");
+  })",
+                                             "c");
   EXPECT_EQ(c.down_blocks[0], UNet2DBlock::Plain);
   EXPECT_EQ(c.up_blocks[1], UNet2DBlock::Plain);
   EXPECT_EQ(c.downsample_type, UNet2DResample::Conv);
@@ -339,18 +358,24 @@ TEST(UNet2DConfig, InvalidJsonIsRefused) {
 }
 
 TEST(UNet2DConfig, UnknownBlockTypeIsNamed) {
-  expect_error([] { parse_unet2d_config(config_with("down_block_types",
-                                                    "[\"DownBlock2D\", \"CrossAttnDownBlock2D\"]"),
-                                        "config.json"); },
-               {"config.json", "down_block_types[1]", "CrossAttnDownBlock2D", "not supported"});
-  expect_error([] {
-    parse_unet2d_config(config_with("up_block_types", "[\"AttnUpBlock2D\", \"SkipUpBlock2D\"]"), "c");
-  },
-               {"up_block_types[1]", "SkipUpBlock2D"});
-  expect_error([] {
-    parse_unet2d_config(config_with("mid_block_type", "\"UNetMidBlock2DCrossAttn\""), "c");
-  },
-               {"mid_block_type"});
+  expect_error(
+      [] {
+        parse_unet2d_config(
+            config_with("down_block_types", "[\"DownBlock2D\", \"CrossAttnDownBlock2D\"]"),
+            "config.json");
+      },
+      {"config.json", "down_block_types[1]", "CrossAttnDownBlock2D", "not supported"});
+  expect_error(
+      [] {
+        parse_unet2d_config(config_with("up_block_types", "[\"AttnUpBlock2D\", \"SkipUpBlock2D\"]"),
+                            "c");
+      },
+      {"up_block_types[1]", "SkipUpBlock2D"});
+  expect_error(
+      [] {
+        parse_unet2d_config(config_with("mid_block_type", "\"UNetMidBlock2DCrossAttn\""), "c");
+      },
+      {"mid_block_type"});
 }
 
 TEST(UNet2DConfig, MismatchedLengthsAreNamed) {
@@ -377,14 +402,16 @@ TEST(UNet2DConfig, BadTypesAndValuesAreNamed) {
                {"sample_size"});
   expect_error([] { parse_unet2d_config(config_with("downsample_type", "\"fir\""), "c"); },
                {"downsample_type", "fir"});
-  expect_error([] { parse_unet2d_config(config_with("resnet_time_scale_shift", "\"spatial\""), "c"); },
-               {"resnet_time_scale_shift", "spatial"});
+  expect_error(
+      [] { parse_unet2d_config(config_with("resnet_time_scale_shift", "\"spatial\""), "c"); },
+      {"resnet_time_scale_shift", "spatial"});
   expect_error([] { parse_unet2d_config(config_with("act_fn", "\"tanh\""), "c"); },
                {"act_fn", "tanh"});
   expect_error([] { parse_unet2d_config(config_with("in_channels", "0"), "c"); },
                {"in_channels", "0"});
-  expect_error([] { parse_unet2d_config(config_with("_class_name", "\"UNet2DConditionModel\""), "c"); },
-               {"_class_name", "UNet2DConditionModel"});
+  expect_error(
+      [] { parse_unet2d_config(config_with("_class_name", "\"UNet2DConditionModel\""), "c"); },
+      {"_class_name", "UNet2DConditionModel"});
 }
 
 TEST(UNet2DConfig, UnsupportedFeaturesAreNamed) {
@@ -403,7 +430,8 @@ TEST(UNet2DConfig, GroupAndHeadDivisibilityIsChecked) {
                {"attn_norm_num_groups", "5"});
 }
 
-// ---- a second architecture ------------------------------------------------------------------------
+// ---- a second architecture
+// ------------------------------------------------------------------------
 
 TEST(DiffusersUNet, SecondConfigHasDiffusersParameters) {
   const UNet2DConfig config = parse_unet2d_config(kSecondConfig, "second.json");
@@ -413,14 +441,18 @@ TEST(DiffusersUNet, SecondConfigHasDiffusersParameters) {
   const std::int64_t T = 48;
   auto res = [&](std::int64_t in, std::int64_t out) { return resnet_params(in, out, T, true); };
   const std::int64_t expected =
-      (9 * 2 * 8 + 8)                               // conv_in
-      + (8 * T + T) + (T * T + T)                   // time_embedding.linear_1, linear_2
+      (9 * 2 * 8 + 8)  // conv_in
+      + (8 * T + T) +
+      (T * T + T)  // time_embedding.linear_1, linear_2
       // down 0: DownBlock2D 8 -> 8, 2 resnets, conv downsample
-      + res(8, 8) + res(8, 8) + (9 * 8 * 8 + 8)
+      + res(8, 8) + res(8, 8) +
+      (9 * 8 * 8 + 8)
       // down 1: AttnDownBlock2D 8 -> 16, 2 resnets + 2 attentions, resnet downsample
-      + res(8, 16) + res(16, 16) + 2 * attention_params(16) + res(16, 16)
+      + res(8, 16) + res(16, 16) + 2 * attention_params(16) +
+      res(16, 16)
       // down 2: AttnDownBlock2D 16 -> 24, no downsample (last stage)
-      + res(16, 24) + res(24, 24) + 2 * attention_params(24)
+      + res(16, 24) + res(24, 24) +
+      2 * attention_params(24)
       // mid: two resnets, no attention (add_attention false)
       + 2 * res(24, 24)
       // up 0: AttnUpBlock2D 24, prev 24, skips 24, 24, 16; 3 attentions; resnet upsample
@@ -430,8 +462,8 @@ TEST(DiffusersUNet, SecondConfigHasDiffusersParameters) {
       + res(24 + 16, 16) + res(16 + 16, 16) + res(16 + 8, 16) + 3 * attention_params(16) +
       res(16, 16)
       // up 2: UpBlock2D 8, prev 16, skips 8, 8, 8; no upsample (last stage)
-      + res(16 + 8, 8) + res(8 + 8, 8) + res(8 + 8, 8)
-      + 2 * 8 + (9 * 8 * 4 + 4);                    // conv_norm_out, conv_out
+      + res(16 + 8, 8) + res(8 + 8, 8) + res(8 + 8, 8) + 2 * 8 +
+      (9 * 8 * 4 + 4);  // conv_norm_out, conv_out
   EXPECT_EQ(unet.params()->count(), expected);
   // diffusers' UNet2DModel(**kSecondConfig) has 204,764 parameters in 334 tensors (counted
   // with diffusers 58eb52c0 while writing this test; its forward matched ours bitwise).
@@ -490,7 +522,8 @@ TEST(DiffusersUNet, SecondConfigRuns) {
   for (const auto& [name, tensor] : unet.params()->all()) {
     at::Tensor p = tensor;
     p.copy_(at::randn(p.sizes()) * 0.05);
-    if (name.find("norm") != std::string::npos && name.find(".weight") != std::string::npos) p.add_(1.0);
+    if (name.find("norm") != std::string::npos && name.find(".weight") != std::string::npos)
+      p.add_(1.0);
   }
   const at::Tensor x = at::randn({2, 2, 16, 24});
   const at::Tensor out = unet.forward(x, at::tensor({3.0, 250.5}), {});
@@ -514,7 +547,8 @@ TEST(DiffusersUNet, MidAttentionGroupNormFollowsDiffusersRule) {
     }
     return false;
   };
-  UNet2DConfig c = parse_unet2d_config(config_with("resnet_time_scale_shift", "\"scale_shift\""), "c");
+  UNet2DConfig c =
+      parse_unet2d_config(config_with("resnet_time_scale_shift", "\"scale_shift\""), "c");
   EXPECT_FALSE(has(c, "mid_block.attentions.0.group_norm.weight"));
   EXPECT_TRUE(has(c, "down_blocks.1.attentions.0.group_norm.weight"));
   EXPECT_TRUE(has(c, "mid_block.attentions.0.to_q.weight"));
@@ -532,12 +566,14 @@ TEST(DiffusersUNet, HeadDimThatDoesNotDivideChannels) {
     "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
     "norm_num_groups": 5, "attention_head_dim": 16, "attn_norm_num_groups": 3,
     "act_fn": "gelu", "mid_block_scale_factor": 2.0, "freq_shift": 0.5
-  })", "third.json");
+  })",
+                                                  "third.json");
   DiffusersUNet unet(config, at::TensorOptions().dtype(at::kFloat));
   EXPECT_EQ(unet.params()->count(), 149265);
   EXPECT_EQ(unet.params()->all().size(), 144u);
   for (const auto& [name, tensor] : unet.params()->all()) {
-    if (name == "mid_block.attentions.0.to_q.weight" || name == "up_blocks.0.attentions.1.to_v.weight") {
+    if (name == "mid_block.attentions.0.to_q.weight" ||
+        name == "up_blocks.0.attentions.1.to_v.weight") {
       EXPECT_EQ(tensor.sizes().vec(), (std::vector<std::int64_t>{16, 30})) << name;
     }
     if (name == "mid_block.attentions.0.to_out.0.weight") {

@@ -9,8 +9,8 @@
 #include <string>
 #include <thread>
 
-#include "engine/gimp_diffusion.h"
 #include "core/pipeline.h"
+#include "engine/gimp_diffusion.h"
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 #include "tests/test_files.h"
@@ -33,8 +33,8 @@ const gd::Model& bundled() {
 
 // Expects `request` to fail its check with a RequestError about `field` whose one-line message
 // contains `needle`.
-void expect_request_error(const gd::Request& request, const std::string& field, const std::string& needle,
-                          const gd::ImageShape& image = {}) {
+void expect_request_error(const gd::Request& request, const std::string& field,
+                          const std::string& needle, const gd::ImageShape& image = {}) {
   try {
     gd::check_request(bundled(), request, image);
     ADD_FAILURE() << "no error; expected one about " << field;
@@ -180,7 +180,8 @@ TEST(Engine, PlanSaysWhatTheRunWillDo) {
   EXPECT_EQ(plan.steps, 6);
   ASSERT_EQ(plan.classes, std::vector<std::int64_t>{1});
   EXPECT_FALSE(plan.best_fit);
-  EXPECT_EQ(plan.guidance, "guidance 2.5 below timestep 300") << "the model's own default for generate";
+  EXPECT_EQ(plan.guidance, "guidance 2.5 below timestep 300")
+      << "the model's own default for generate";
   const std::string text = plan.describe(bundled(), r.seed);
   EXPECT_NE(text.find("seed 4"), std::string::npos) << text;
   EXPECT_NE(text.find("class 1 (Fabric_burlap)"), std::string::npos) << text;

@@ -59,7 +59,8 @@ void expect_error(Fn fn, std::initializer_list<std::string> needles) {
     const std::string message = e.what();
     EXPECT_EQ(message.find('\n'), std::string::npos) << "message is not one line: " << message;
     for (const auto& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' not in: " << message;
+      EXPECT_NE(message.find(needle), std::string::npos)
+          << "'" << needle << "' not in: " << message;
     }
   }
 }

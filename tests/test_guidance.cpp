@@ -25,10 +25,13 @@ TEST(Guidance, CombinesTheClassAndTheMeanClass) {
   std::vector<at::Tensor> seen;  // the labels of each call
   // Output: the label itself, 10 for the mean class; 2 channels for 1 input channel, as with
   // learned variance, where the second channel is 100 + label.
-  gd::core::NetworkFn network = [&](const at::Tensor& x, const at::Tensor&, const gd::core::Conditioning& c) {
+  gd::core::NetworkFn network = [&](const at::Tensor& x, const at::Tensor&,
+                                    const gd::core::Conditioning& c) {
     const at::Tensor l = c.class_labels;
     seen.push_back(l.clone());
-    const at::Tensor v = at::where(l < 0, at::full_like(l, 10), l).to(at::kFloat).view({-1, 1, 1, 1});  // [N, 1, 1, 1]
+    const at::Tensor v = at::where(l < 0, at::full_like(l, 10), l)
+                             .to(at::kFloat)
+                             .view({-1, 1, 1, 1});  // [N, 1, 1, 1]
     const at::Tensor out = v.expand({x.size(0), 1, x.size(2), x.size(3)});
     return at::cat({out, out + 100}, 1);  // [N, 2, H, W]
   };
@@ -38,7 +41,8 @@ TEST(Guidance, CombinesTheClassAndTheMeanClass) {
   g.scale = 3.0;
   g.below_timestep = 500;
   const at::Tensor x = at::zeros({2, 1, 4, 4});
-  for (const std::int64_t max_pixels : {std::int64_t{0}, std::int64_t{1} << 20}) {  // two calls of N, one of 2N
+  for (const std::int64_t max_pixels :
+       {std::int64_t{0}, std::int64_t{1} << 20}) {  // two calls of N, one of 2N
     SCOPED_TRACE(max_pixels);
     seen.clear();
     const gd::core::ModelFn guided = gd::core::conditioned_network(network, cond, g, 1, max_pixels);
@@ -66,7 +70,8 @@ TEST(Guidance, CombinesTheClassAndTheMeanClass) {
   // Scale 1 is off: the network itself, untouched.
   seen.clear();
   Guidance off;
-  gd::core::conditioned_network(network, cond, off, 1, 1 << 20)(x, at::tensor(0, at::kLong), std::nullopt);
+  gd::core::conditioned_network(network, cond, off, 1, 1 << 20)(x, at::tensor(0, at::kLong),
+                                                                std::nullopt);
   EXPECT_EQ(seen.size(), 1u);
 }
 
@@ -79,7 +84,8 @@ TEST(Guidance, DescriptionAndChecks) {
   EXPECT_EQ(gd::core::describe_guidance(g), "guidance 2.5 below timestep 500");
   gd::core::check_guidance(g, 3, 1000);
   g.scale = 0.5;
-  expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, {"guidance 0.5", "out of range", "from 1 (off) to 20"});
+  expect_error([&] { gd::core::check_guidance(g, 3, 1000); },
+               {"guidance 0.5", "out of range", "from 1 (off) to 20"});
   g.scale = 20.5;
   expect_error([&] { gd::core::check_guidance(g, 3, 1000); }, {"guidance 20.5", "out of range"});
   g.scale = std::numeric_limits<double>::quiet_NaN();
@@ -156,7 +162,8 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   gd::core::RunOptions unguided = run;
   unguided.guidance = 0.0;
   unguided.guidance_below = 40;
-  expect_error([&] { gd::core::img2img(model, image, 0.5, unguided); }, {"limit needs guidance", "unguided"});
+  expect_error([&] { gd::core::img2img(model, image, 0.5, unguided); },
+               {"limit needs guidance", "unguided"});
   unguided.guidance = 1.0;
   expect_error([&] { gd::core::denoise(model, image, 0.2, unguided); }, "limit needs guidance");
 
@@ -176,7 +183,8 @@ TEST(Guidance, GenerateUsesTheModelsDefaultAndTheOthersNone) {
   plain_model.generate_guidance = Guidance{};
   options.guidance_below = 0;
   options.class_label = -1;
-  expect_error([&] { gd::core::generate(plain_model, options); }, "needs a class-conditional model");
+  expect_error([&] { gd::core::generate(plain_model, options); },
+               "needs a class-conditional model");
 }
 
 TEST(Guidance, ModelFolderFile) {
@@ -193,7 +201,8 @@ TEST(Guidance, ModelFolderFile) {
   EXPECT_DOUBLE_EQ(g.scale, 1.5);
   EXPECT_EQ(g.below_timestep, std::numeric_limits<int>::max()) << "no limit: every step";
   // Every problem names the file.
-  expect_error([&] { gd::models::read_generate_guidance(path, 0, 1000); }, {path, "needs a class-conditional model"});
+  expect_error([&] { gd::models::read_generate_guidance(path, 0, 1000); },
+               {path, "needs a class-conditional model"});
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"not json", "not a guidance file"},
       {R"({"scale": 2})", "not a guidance file"},
@@ -201,12 +210,14 @@ TEST(Guidance, ModelFolderFile) {
       {R"({"generate": {"below_timestep": 500}})", "\"scale\" must be a number"},
       {R"({"generate": {"scale": 2, "below_timestep": 12.5}})", "whole number"},
       {R"({"generate": {"scale": 2, "below_timestep": 99999999999}})", "limit 99999999999"},
-      {R"({"generate": {"scale": 2, "below_timestep": 18446744073709551615}})", "limit 18446744073709551615"},
+      {R"({"generate": {"scale": 2, "below_timestep": 18446744073709551615}})",
+       "limit 18446744073709551615"},
       {R"({"generate": {"scale": 2, "below_timestep": -5}})", "limit -5"},
       {R"({"generate": {"scale": 2}, "img2img": {"scale": 2}})", "unknown action 'img2img'"},
       {R"({"generate": {"scale": 2, "below_timestep": 0}})", "limit 0"},
       {R"({"generate": {"scale": 40}})", "guidance 40"},
-      {R"({"generate": {"scale": 2, "guidance_rescale": 0.7}})", "unknown setting 'guidance_rescale'"},
+      {R"({"generate": {"scale": 2, "guidance_rescale": 0.7}})",
+       "unknown setting 'guidance_rescale'"},
   };
   for (const auto& [text, words] : bad) {
     std::ofstream(path) << text;

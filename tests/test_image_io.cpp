@@ -72,7 +72,8 @@ std::vector<std::uint8_t> read_bytes(const std::string& path) {
 
 void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 // Deterministic pixels exactly on the levels of `bit_depth`, so a round trip must be exact.
@@ -104,7 +105,7 @@ std::string error_of(const std::function<void()>& action) {
   return "(no error)";
 }
 
-#define EXPECT_ERROR_CONTAINS(statement, text)                    \
+#define EXPECT_ERROR_CONTAINS(statement, text)                     \
   do {                                                             \
     std::string message_ = error_of([&] { statement; });           \
     EXPECT_NE(message_.find(text), std::string::npos) << message_; \
@@ -138,8 +139,8 @@ bool write_test_png_raw(const char* path, TestPng* spec) {
     png_set_PLTE(png, info, spec->palette.data(), static_cast<int>(spec->palette.size()));
   }
   if (!spec->palette_alpha.empty()) {
-    png_set_tRNS(png, info, spec->palette_alpha.data(), static_cast<int>(spec->palette_alpha.size()),
-                 nullptr);
+    png_set_tRNS(png, info, spec->palette_alpha.data(),
+                 static_cast<int>(spec->palette_alpha.size()), nullptr);
   }
   png_write_info(png, info);
   std::vector<png_bytep> pointers;
@@ -164,7 +165,8 @@ std::uint32_t crc32(const std::uint8_t* data, std::size_t size) {
 }
 
 void put_be32(std::vector<std::uint8_t>* out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<std::uint8_t>(v >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out->push_back(static_cast<std::uint8_t>(v >> shift));
 }
 
 // Signature + a valid IHDR chunk (correct CRC) and nothing else.
@@ -185,7 +187,8 @@ std::vector<std::uint8_t> png_with_ihdr(std::uint32_t width, std::uint32_t heigh
 void write_safetensors_raw(const std::string& path, const std::string& header,
                            const std::vector<float>& values) {
   std::vector<std::uint8_t> bytes(8);
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<std::uint8_t>(std::uint64_t{header.size()} >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    bytes[i] = static_cast<std::uint8_t>(std::uint64_t{header.size()} >> (8 * i));
   bytes.insert(bytes.end(), header.begin(), header.end());
   const auto* raw = reinterpret_cast<const std::uint8_t*>(values.data());  // little-endian host
   bytes.insert(bytes.end(), raw, raw + values.size() * 4);
@@ -202,7 +205,8 @@ std::string f32_header(const std::string& name, const std::string& dtype, const 
 
 // --- round trips ---------------------------------------------------------------------------
 
-class PngRoundTrip : public ImageIoTest, public ::testing::WithParamInterface<std::tuple<int, int>> {};
+class PngRoundTrip : public ImageIoTest,
+                     public ::testing::WithParamInterface<std::tuple<int, int>> {};
 
 TEST_P(PngRoundTrip, ExactOnStoredLevels) {
   const int channels = std::get<0>(GetParam());
@@ -224,7 +228,8 @@ TEST_P(PngRoundTrip, ExactOnStoredLevels) {
 }
 
 INSTANTIATE_TEST_SUITE_P(GrayGrayAlphaRgbRgba, PngRoundTrip,
-                         ::testing::Combine(::testing::Values(1, 2, 3, 4), ::testing::Values(8, 16)),
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4),
+                                            ::testing::Values(8, 16)),
                          [](const auto& info) {
                            return "channels" + std::to_string(std::get<0>(info.param)) + "_" +
                                   std::to_string(std::get<1>(info.param)) + "bit";
@@ -244,7 +249,8 @@ TEST_F(ImageIoTest, WriteRoundsToNearestLevelAndClamps) {
     EXPECT_EQ(read.pixels[4], 1.0f);
     EXPECT_EQ(read.pixels[5], 1.0f);
     for (int i = 1; i < 5; ++i) {
-      EXPECT_LE(std::fabs(read.pixels[i] - image.pixels[i]), 0.5f / levels + 1e-7f) << depth << " " << i;
+      EXPECT_LE(std::fabs(read.pixels[i] - image.pixels[i]), 0.5f / levels + 1e-7f)
+          << depth << " " << i;
     }
   }
 }
@@ -340,7 +346,8 @@ TEST_F(ImageIoTest, InterlacedSixteenBitRgb) {
 TEST_F(ImageIoTest, SafetensorsRoundTripBatch) {
   const int n = 2, c = 3, h = 5, w = 7;
   std::vector<float> nchw;
-  for (int i = 0; i < n * c * h * w; ++i) nchw.push_back(static_cast<float>(i) / (n * c * h * w - 1));
+  for (int i = 0; i < n * c * h * w; ++i)
+    nchw.push_back(static_cast<float>(i) / (n * c * h * w - 1));
   write_safetensors_image(path("b.safetensors"), nchw, n, c, h, w);
   EXPECT_EQ(listing(), std::vector<std::string>{"b.safetensors"});
 
@@ -371,7 +378,8 @@ TEST_F(ImageIoTest, SafetensorsRoundTripBatch) {
   EXPECT_ERROR_CONTAINS(read_image(path("b.safetensors")), "holds 2 images");
 
   // A single image reads through read_image; the extension is case-insensitive.
-  write_safetensors_image(path("one.SafeTensors"), std::vector<float>(2 * 3 * 4, 0.25f), 1, 2, 3, 4);
+  write_safetensors_image(path("one.SafeTensors"), std::vector<float>(2 * 3 * 4, 0.25f), 1, 2, 3,
+                          4);
   Image one = read_image(path("one.SafeTensors"));
   EXPECT_EQ(one.channels, 2);
   EXPECT_TRUE(one.has_alpha);
@@ -389,7 +397,8 @@ TEST_F(ImageIoTest, SafetensorsChwAndBadTensors) {
   EXPECT_EQ(image.pixels, chw);
 
   write_safetensors_raw(path("name.safetensors"), f32_header("latent", "F32", "[1,2,3]", 24), chw);
-  EXPECT_ERROR_CONTAINS(read_image(path("name.safetensors")), "no tensor named 'image' (it holds latent)");
+  EXPECT_ERROR_CONTAINS(read_image(path("name.safetensors")),
+                        "no tensor named 'image' (it holds latent)");
   write_safetensors_raw(path("dtype.safetensors"), f32_header("image", "F16", "[1,2,3]", 12),
                         {0.0f, 0.0f, 0.0f});
   EXPECT_ERROR_CONTAINS(read_image(path("dtype.safetensors")), "is F16, expected F32");
@@ -399,14 +408,17 @@ TEST_F(ImageIoTest, SafetensorsChwAndBadTensors) {
   EXPECT_ERROR_CONTAINS(read_image(path("chan.safetensors")), "6 channels, expected 1 to 4");
   write_safetensors_raw(path("range.safetensors"), f32_header("image", "F32", "[1,2,3]", 24),
                         {0.0f, 0.1f, 0.2f, 0.3f, 1.5f, 0.5f});
-  EXPECT_ERROR_CONTAINS(read_image(path("range.safetensors")), "value 1.5 at [0, 1, 1], outside [0, 1]");
+  EXPECT_ERROR_CONTAINS(read_image(path("range.safetensors")),
+                        "value 1.5 at [0, 1, 1], outside [0, 1]");
   write_safetensors_raw(path("nan.safetensors"), f32_header("image", "F32", "[1,1,1]", 4), {NAN});
   EXPECT_ERROR_CONTAINS(read_image(path("nan.safetensors")), "outside [0, 1]");
   // Huge shape: the reader refuses it because the data is missing; a shape whose data exists
   // but exceeds our limits is refused by ours.
   std::vector<float> wide(20000, 0.5f);
-  write_safetensors_raw(path("wide.safetensors"), f32_header("image", "F32", "[1,1,20000]", 80000), wide);
-  EXPECT_ERROR_CONTAINS(read_image(path("wide.safetensors")), "too large (the limit is 16384 pixels a side");
+  write_safetensors_raw(path("wide.safetensors"), f32_header("image", "F32", "[1,1,20000]", 80000),
+                        wide);
+  EXPECT_ERROR_CONTAINS(read_image(path("wide.safetensors")),
+                        "too large (the limit is 16384 pixels a side");
 }
 
 // --- broken and hostile input ----------------------------------------------------------------
@@ -426,7 +438,8 @@ TEST_F(ImageIoTest, CorruptPngIsAnError) {
   std::vector<std::uint8_t> bytes = read_bytes(path("full.png"));
   bytes[bytes.size() / 2] ^= 0x5a;  // inside IDAT: the CRC no longer matches
   write_bytes(path("bad.png"), bytes);
-  EXPECT_ERROR_CONTAINS(read_image(path("bad.png")), path("bad.png") + ": invalid PNG image data (");
+  EXPECT_ERROR_CONTAINS(read_image(path("bad.png")),
+                        path("bad.png") + ": invalid PNG image data (");
 }
 
 TEST_F(ImageIoTest, NotAPngWithPngName) {
@@ -442,8 +455,9 @@ TEST_F(ImageIoTest, HugeDimensionsRefusedBeforeAllocation) {
   // 100000 x 100000 RGB would be 120 GB of floats; the 33-byte file must be refused from its
   // header alone (no IDAT follows, so reading on would report truncation instead).
   write_bytes(path("huge.png"), png_with_ihdr(100000, 100000));
-  EXPECT_ERROR_CONTAINS(read_image(path("huge.png")),
-                        path("huge.png") + ": image is 100000x100000, too large (the limit is 16384");
+  EXPECT_ERROR_CONTAINS(
+      read_image(path("huge.png")),
+      path("huge.png") + ": image is 100000x100000, too large (the limit is 16384");
   // The same header followed by data chunks (IDAT, IEND), as a real hostile file would be.
   std::vector<std::uint8_t> with_data = png_with_ihdr(100000, 100000);
   const std::uint8_t tail[] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xaf, 0x06, 0x1e,
@@ -461,15 +475,18 @@ TEST_F(ImageIoTest, HugeDimensionsRefusedBeforeAllocation) {
   EXPECT_ERROR_CONTAINS(read_image(path("beyond.png")), "image is 2147483648x1, too large");
   // A header libpng refuses (color type 5 does not exist): its reason, in one line.
   write_bytes(path("invalid.png"), png_with_ihdr(4, 4, 5));
-  EXPECT_ERROR_CONTAINS(read_image(path("invalid.png")), path("invalid.png") + ": invalid PNG header (");
+  EXPECT_ERROR_CONTAINS(read_image(path("invalid.png")),
+                        path("invalid.png") + ": invalid PNG header (");
 }
 
 TEST_F(ImageIoTest, MissingFileAndUnknownExtension) {
   EXPECT_ERROR_CONTAINS(read_image(path("absent.png")), path("absent.png"));
   write_bytes(path("photo.jpg"), {1, 2, 3});
-  EXPECT_ERROR_CONTAINS(read_image(path("photo.jpg")),
-                        path("photo.jpg") + ": unsupported image format '.jpg' (supported: .png, .safetensors)");
-  EXPECT_ERROR_CONTAINS(read_image(path("noext")), "(no extension) (supported: .png, .safetensors)");
+  EXPECT_ERROR_CONTAINS(
+      read_image(path("photo.jpg")),
+      path("photo.jpg") + ": unsupported image format '.jpg' (supported: .png, .safetensors)");
+  EXPECT_ERROR_CONTAINS(read_image(path("noext")),
+                        "(no extension) (supported: .png, .safetensors)");
 }
 
 // --- failed writes ---------------------------------------------------------------------------
@@ -481,7 +498,8 @@ TEST_F(ImageIoTest, UnwritableOutputFolderIsAnErrorAndLeavesNoFile) {
                         missing + ": cannot create a file in '" + path("no-such-folder") + "'");
   write_bytes(path("plain-file"), {1});
   const std::string under_file = path("plain-file/out.safetensors");
-  EXPECT_ERROR_CONTAINS(write_safetensors_image(under_file, {0.5f}, 1, 1, 1, 1), under_file + ": cannot create");
+  EXPECT_ERROR_CONTAINS(write_safetensors_image(under_file, {0.5f}, 1, 1, 1, 1),
+                        under_file + ": cannot create");
   EXPECT_EQ(listing(), std::vector<std::string>{"plain-file"});
 
   // Permission bits do not stop root, so this part only runs unprivileged.
@@ -500,7 +518,8 @@ TEST_F(ImageIoTest, FailedRenameLeavesNoTempFile) {
   write_bytes(path("taken.png/keep"), {1});
   EXPECT_ERROR_CONTAINS(write_png(path("taken.png"), quantized_image(8, 8, 3, 8, 2u), 8),
                         path("taken.png") + ": cannot replace it");
-  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("taken.png"), {0.5f}, 1, 1, 1, 1), "cannot replace it");
+  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("taken.png"), {0.5f}, 1, 1, 1, 1),
+                        "cannot replace it");
   EXPECT_EQ(listing(), std::vector<std::string>{"taken.png"});
 }
 
@@ -518,12 +537,15 @@ TEST_F(ImageIoTest, FailedWriteLeavesNoTempFileAndKeepsOldFile) {
   small.rlim_cur = 100 * 1024;
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   std::string png_error = error_of([&] { write_png(path("out.png"), big, 16); });
-  std::string st_error = error_of([&] { write_safetensors_image(path("out.safetensors"), values, 1, 1, 256, 256); });
+  std::string st_error =
+      error_of([&] { write_safetensors_image(path("out.safetensors"), values, 1, 1, 256, 256); });
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &saved), 0);
   signal(SIGXFSZ, old_handler);
 
-  EXPECT_NE(png_error.find(path("out.png") + ": write failed (File too large)"), std::string::npos) << png_error;
-  EXPECT_NE(st_error.find(path("out.safetensors") + ": write failed (File too large)"), std::string::npos)
+  EXPECT_NE(png_error.find(path("out.png") + ": write failed (File too large)"), std::string::npos)
+      << png_error;
+  EXPECT_NE(st_error.find(path("out.safetensors") + ": write failed (File too large)"),
+            std::string::npos)
       << st_error;
   EXPECT_EQ(listing(), (std::vector<std::string>{"out.png", "out.safetensors"}));
   EXPECT_EQ(read_bytes(path("out.png")), (std::vector<std::uint8_t>{'o', 'l', 'd'}));
@@ -544,17 +566,21 @@ TEST_F(ImageIoTest, InvalidImagesAreRefusedBeforeAnyFileIsCreated) {
   EXPECT_ERROR_CONTAINS(write_png(path("x.png"), five, 8), "cannot write 5 channels as PNG");
   EXPECT_ERROR_CONTAINS(write_safetensors_image(path("x.safetensors"), {0.5f, 0.5f}, 1, 1, 1, 3),
                         "needs 3 values but 2 were given");
-  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("x.safetensors"), {INFINITY}, 1, 1, 1, 1), "not finite");
-  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("x.safetensors"), {}, 0, 1, 1, 1), "shape [0, 1, 1, 1]");
+  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("x.safetensors"), {INFINITY}, 1, 1, 1, 1),
+                        "not finite");
+  EXPECT_ERROR_CONTAINS(write_safetensors_image(path("x.safetensors"), {}, 0, 1, 1, 1),
+                        "shape [0, 1, 1, 1]");
   EXPECT_TRUE(listing().empty());
 }
 
 TEST(NumberedPaths, InsertsIndexBeforeExtension) {
   EXPECT_EQ(numbered_paths("out.png", 1), std::vector<std::string>{"out.png"});
-  EXPECT_EQ(numbered_paths("out.png", 3), (std::vector<std::string>{"out-0.png", "out-1.png", "out-2.png"}));
+  EXPECT_EQ(numbered_paths("out.png", 3),
+            (std::vector<std::string>{"out-0.png", "out-1.png", "out-2.png"}));
   EXPECT_EQ(numbered_paths("dir.v2/x.safetensors", 2),
             (std::vector<std::string>{"dir.v2/x-0.safetensors", "dir.v2/x-1.safetensors"}));
-  EXPECT_EQ(numbered_paths("dir.v2/noext", 2), (std::vector<std::string>{"dir.v2/noext-0", "dir.v2/noext-1"}));
+  EXPECT_EQ(numbered_paths("dir.v2/noext", 2),
+            (std::vector<std::string>{"dir.v2/noext-0", "dir.v2/noext-1"}));
   EXPECT_EQ(numbered_paths("a/.png", 2), (std::vector<std::string>{"a/.png-0", "a/.png-1"}));
   EXPECT_TRUE(numbered_paths("out.png", 0).empty());
   EXPECT_THROW(numbered_paths("out.png", -1), gd::Error);

@@ -120,10 +120,12 @@ TEST(ReadModelInfo, DiffusersPipelineFolderMatchesLoadModel) {
   fs::create_directories(pipeline / "scheduler");
   const fs::path unet = copy_fixture("diffusers-tiny/model", pipeline);
   fs::rename(unet, pipeline / "unet");
-  fs::rename(pipeline / "unet" / "scheduler_config.json", pipeline / "scheduler" / "scheduler_config.json");
+  fs::rename(pipeline / "unet" / "scheduler_config.json",
+             pipeline / "scheduler" / "scheduler_config.json");
   write_file(pipeline / "model_index.json", "{\"_class_name\": \"DDPMPipeline\"}");
   expect_matches_load_model(pipeline.string());
-  EXPECT_EQ(read_model_info(pipeline.string()).format_detail, "pipeline folder, safetensors weights");
+  EXPECT_EQ(read_model_info(pipeline.string()).format_detail,
+            "pipeline folder, safetensors weights");
   expect_matches_load_model((pipeline / "unet").string());  // its scheduler in ../scheduler/
 }
 
@@ -142,7 +144,8 @@ TEST(ReadModelInfo, TrainerCheckpointMatchesLoadModelForBothWeights) {
 
 TEST(ReadModelInfo, TrainerResultsFolderMatchesLoadModel) {
   expect_matches_load_model(data_path("lucidrains-tiny"));
-  EXPECT_EQ(read_model_info(data_path("lucidrains-tiny")).path, data_path("lucidrains-tiny/model-1.pt"));
+  EXPECT_EQ(read_model_info(data_path("lucidrains-tiny")).path,
+            data_path("lucidrains-tiny/model-1.pt"));
 }
 
 TEST(ReadModelInfo, TrainerObjectiveOverrideMatchesLoadModel) {
@@ -172,7 +175,8 @@ TEST(ReadModelInfo, TorchScriptFolderMatchesLoadModelButForTheParameterCount) {
   std::vector<std::string> notes = loaded.notes;
   notes.push_back("parameter count not known without loading the TorchScript module");
   EXPECT_EQ(header.notes, notes);
-  EXPECT_NE(gd::models::describe_text(header).find("parameters:           not known"), std::string::npos)
+  EXPECT_NE(gd::models::describe_text(header).find("parameters:           not known"),
+            std::string::npos)
       << gd::models::describe_text(header);
 }
 
@@ -236,7 +240,8 @@ TEST(ReadModelInfo, BadInputGivesOneLineErrorsNamingTheFile) {
   std::string bytes(good.begin(), good.end());
   bytes[6] = '\x01';
   write_file(weights, bytes);
-  expect_error([&] { read_model_info(diffusers.string()); }, {weights.string(), "runs past the end"});
+  expect_error([&] { read_model_info(diffusers.string()); },
+               {weights.string(), "runs past the end"});
   // A header that is not JSON.
   bytes.assign(good.begin(), good.end());
   bytes[8] = '#';
@@ -268,8 +273,10 @@ TEST(ReadModelInfo, BadInputGivesOneLineErrorsNamingTheFile) {
   fs::create_directories(tmp.path() / "x");
   const fs::path other = copy_fixture("diffusers-tiny/model", tmp.path() / "x");
   fs::copy_file(scheduler, other / "scheduler_config.json", fs::copy_options::overwrite_existing);
-  expect_error([&] { read_model_info(other.string()); }, (other / "scheduler_config.json").string());
-  write_file(other / "classes.json", "{}");  // no classes in this model: ignored, as load_model does
+  expect_error([&] { read_model_info(other.string()); },
+               (other / "scheduler_config.json").string());
+  write_file(other / "classes.json",
+             "{}");  // no classes in this model: ignored, as load_model does
   write_file(other / "scheduler_config.json", "{\"num_train_timesteps\": 100}");
   EXPECT_NO_THROW(read_model_info(other.string()));
   write_file(other / "guidance.json", "{\"generate\": {\"scale\": 2}}");
@@ -280,15 +287,20 @@ TEST(ReadModelInfo, BadInputGivesOneLineErrorsNamingTheFile) {
   fs::create_directories(trainer);
   write_file(trainer / "model-3.pt", "garbage, not a zip archive");
   expect_error([&] { read_model_info(trainer.string()); }, (trainer / "model-3.pt").string());
-  const std::vector<std::uint8_t> ckpt = gd::test::read_all(data_path("lucidrains-tiny/model-1.pt"));
+  const std::vector<std::uint8_t> ckpt =
+      gd::test::read_all(data_path("lucidrains-tiny/model-1.pt"));
   write_file(trainer / "model-4.pt", std::string(ckpt.begin(), ckpt.begin() + ckpt.size() / 2));
   expect_error([&] { read_model_info(trainer.string()); }, (trainer / "model-4.pt").string());
 
   // A TorchScript folder whose description is broken.
   const fs::path ts = copy_fixture("torchscript-tiny", tmp.path());
-  write_file(ts / "gimp-diffusion.json", "{\"format\": \"torchscript\", \"module\": \"missing.pt\"}");
-  expect_error([&] { read_model_info(ts.string()); }, {(ts / "missing.pt").string(), "no such file"});
-  write_file(ts / "gimp-diffusion.json", "{\"format\": \"torchscript\", \"module\": \"model.pt\", "
-                                         "\"sample_size\": -1}");
-  expect_error([&] { read_model_info(ts.string()); }, {(ts / "gimp-diffusion.json").string(), "sample_size"});
+  write_file(ts / "gimp-diffusion.json",
+             "{\"format\": \"torchscript\", \"module\": \"missing.pt\"}");
+  expect_error([&] { read_model_info(ts.string()); },
+               {(ts / "missing.pt").string(), "no such file"});
+  write_file(ts / "gimp-diffusion.json",
+             "{\"format\": \"torchscript\", \"module\": \"model.pt\", "
+             "\"sample_size\": -1}");
+  expect_error([&] { read_model_info(ts.string()); },
+               {(ts / "gimp-diffusion.json").string(), "sample_size"});
 }

@@ -14,11 +14,13 @@ using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
 
 TEST(DetectFormat, RecognisesEachFixture) {
-  EXPECT_EQ(gd::models::detect_format(data_path("diffusers-tiny/model")), CheckpointFormat::Diffusers);
+  EXPECT_EQ(gd::models::detect_format(data_path("diffusers-tiny/model")),
+            CheckpointFormat::Diffusers);
   EXPECT_EQ(gd::models::detect_format(data_path("lucidrains-tiny/model-1.pt")),
             CheckpointFormat::DdpmPytorch);
   EXPECT_EQ(gd::models::detect_format(data_path("lucidrains-tiny")), CheckpointFormat::DdpmPytorch);
-  EXPECT_EQ(gd::models::detect_format(data_path("torchscript-tiny")), CheckpointFormat::TorchScript);
+  EXPECT_EQ(gd::models::detect_format(data_path("torchscript-tiny")),
+            CheckpointFormat::TorchScript);
 }
 
 TEST(DetectFormat, RefusesWhatIsNotAModel) {
@@ -52,7 +54,8 @@ TEST(LoadModel, DdpmTrainerCheckpointMatchesReferenceForBothWeights) {
     ASSERT_TRUE(model.ddpm.has_value());
     EXPECT_EQ(model.ddpm->beta_schedule, "sigmoid");
     const std::string file = std::string("lucidrains-tiny/unet_") + weights + ".safetensors";
-    at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"), {});
+    at::Tensor out =
+        model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"), {});
     EXPECT_LE(max_abs_diff(out, fixture_tensor(file, "out")), 1e-4) << weights;
   }
 }

@@ -68,7 +68,8 @@ TEST(NoiseEstimate, MatchesKnownSigmaOnSmoothImages) {
   for (const Case& c : cases) {
     for (double sigma : kSigmas) {
       double estimate = estimate_noise_sigma(with_noise(c.clean, sigma, seed++));
-      EXPECT_NEAR(estimate, sigma, tolerance(sigma)) << c.name << ", sigma " << sigma * 255 << "/255";
+      EXPECT_NEAR(estimate, sigma, tolerance(sigma))
+          << c.name << ", sigma " << sigma * 255 << "/255";
       if (sigma > 0) {
         // Relative error is in fact far below the 15 % allowed: about 1/sqrt(coefficients).
         EXPECT_NEAR(estimate / sigma, 1.0, 0.15) << c.name << ", sigma " << sigma * 255 << "/255";
@@ -114,7 +115,8 @@ TEST(NoiseEstimate, MultiChannelBatchAndDtypes) {
   EXPECT_NEAR(from_rgb, sigma, tolerance(sigma));
   // Each channel alone agrees.
   for (int64_t ch = 0; ch < 3; ++ch) {
-    EXPECT_NEAR(estimate_noise_sigma(rgb.narrow(0, ch, 1)), sigma, tolerance(sigma)) << "channel " << ch;
+    EXPECT_NEAR(estimate_noise_sigma(rgb.narrow(0, ch, 1)), sigma, tolerance(sigma))
+        << "channel " << ch;
   }
   // [N, C, H, W]: one sigma for the batch; a batch of one equals the [C, H, W] form.
   EXPECT_DOUBLE_EQ(estimate_noise_sigma(rgb.unsqueeze(0)), from_rgb);
@@ -125,7 +127,8 @@ TEST(NoiseEstimate, MultiChannelBatchAndDtypes) {
   EXPECT_NEAR(estimate_noise_sigma(rgb.to(at::kDouble)), sigma, tolerance(sigma));
   EXPECT_NEAR(estimate_noise_sigma(rgb.to(at::kHalf)), sigma, tolerance(sigma));
   // Odd sides: the last row and column are left out.
-  EXPECT_NEAR(estimate_noise_sigma(with_noise(sinusoids(3, 63, 65), sigma, 9)), sigma, tolerance(sigma));
+  EXPECT_NEAR(estimate_noise_sigma(with_noise(sinusoids(3, 63, 65), sigma, 9)), sigma,
+              tolerance(sigma));
 }
 
 TEST(NoiseEstimate, TextureOverestimates) {
@@ -138,11 +141,15 @@ TEST(NoiseEstimate, TextureOverestimates) {
 }
 
 TEST(NoiseEstimate, RefusesBadInput) {
-  EXPECT_NE(error_of(at::zeros({3, 7, 64})).find("image is 64x7, smaller than the 8x8 minimum"), std::string::npos);
-  EXPECT_NE(error_of(at::zeros({1, 3, 64, 4})).find("smaller than the 8x8 minimum"), std::string::npos);
-  EXPECT_NE(error_of(at::zeros({64, 64})).find("shape [64, 64], expected [C, H, W] or [N, C, H, W]"),
+  EXPECT_NE(error_of(at::zeros({3, 7, 64})).find("image is 64x7, smaller than the 8x8 minimum"),
             std::string::npos);
-  EXPECT_NE(error_of(at::zeros({3, 16, 16}, at::kByte)).find("expected a floating-point type"), std::string::npos);
+  EXPECT_NE(error_of(at::zeros({1, 3, 64, 4})).find("smaller than the 8x8 minimum"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(at::zeros({64, 64})).find("shape [64, 64], expected [C, H, W] or [N, C, H, W]"),
+      std::string::npos);
+  EXPECT_NE(error_of(at::zeros({3, 16, 16}, at::kByte)).find("expected a floating-point type"),
+            std::string::npos);
   EXPECT_NE(error_of(at::zeros({0, 16, 16})).find("is empty"), std::string::npos);
   at::Tensor nan = at::zeros({1, 16, 16});
   nan[0][3][4] = std::numeric_limits<float>::quiet_NaN();

@@ -84,7 +84,8 @@ TEST(Pipeline, Img2ImgMatchesEveryDiffusersCase) {
     options.steps = c["steps"];
     options.eta = c["eta"];
     options.seed = c["seed"];
-    at::Tensor image = gd::core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
+    at::Tensor image =
+        gd::core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
     EXPECT_LE(max_abs_diff(image, fixture_tensor(file, "image")), 2e-3);
     ++checked;
   }
@@ -176,7 +177,10 @@ TEST(Pipeline, CancelStopsTheRun) {
   options.sampler = "ddim";
   options.steps = 10;
   int calls = 0;
-  options.on_step = [&calls](int done, int) { ++calls; return done < 3; };
+  options.on_step = [&calls](int done, int) {
+    ++calls;
+    return done < 3;
+  };
   EXPECT_THROW(gd::core::generate(f.model, options), gd::Cancelled);
   EXPECT_EQ(calls, 3);
 }

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/mapped_file.h"
 #include "models/safetensors_reader.h"
+#include "tests/test_files.h"
 
 using gd::models::DType;
 using gd::models::parse_safetensors;
@@ -27,10 +27,13 @@ namespace {
 using gd::test::data_dir;
 using gd::test::read_all;
 
-std::string model_path() { return data_dir() + "/diffusers-tiny/model/diffusion_pytorch_model.safetensors"; }
+std::string model_path() {
+  return data_dir() + "/diffusers-tiny/model/diffusion_pytorch_model.safetensors";
+}
 
 // header JSON + data bytes -> safetensors bytes.
-std::vector<std::uint8_t> make_file(const std::string& header, const std::vector<std::uint8_t>& data) {
+std::vector<std::uint8_t> make_file(const std::string& header,
+                                    const std::vector<std::uint8_t>& data) {
   std::vector<std::uint8_t> out(8);
   std::uint64_t len = header.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(len >> (8 * i));
@@ -39,7 +42,8 @@ std::vector<std::uint8_t> make_file(const std::string& header, const std::vector
   return out;
 }
 
-TensorMap parse(const std::vector<std::uint8_t>& bytes, const std::string& label = "model.safetensors") {
+TensorMap parse(const std::vector<std::uint8_t>& bytes,
+                const std::string& label = "model.safetensors") {
   // A private copy keeps ASan watching the exact end of the buffer.
   auto copy = std::make_shared<std::vector<std::uint8_t>>(bytes);
   return parse_safetensors(copy, copy->data(), copy->size(), label);
@@ -74,7 +78,8 @@ class TempDir {
   std::string write(const std::string& name, const std::vector<std::uint8_t>& bytes) {
     std::string p = path_ + "/" + name;
     std::ofstream out(p, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     files_.push_back(p);
     return p;
   }
@@ -129,19 +134,18 @@ TEST(SafetensorsReader, TensorsKeepTheMappingAlive) {
 }
 
 TEST(SafetensorsReader, ParsesEveryDtypeAndEmptyAndScalarTensors) {
-  std::string header =
-      R"({"__metadata__":{"format":"pt"},)"
-      R"("f64":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},)"
-      R"("f32":{"dtype":"F32","shape":[],"data_offsets":[8,12]},)"
-      R"("f16":{"dtype":"F16","shape":[2],"data_offsets":[12,16]},)"
-      R"("bf16":{"dtype":"BF16","shape":[1,2],"data_offsets":[16,20]},)"
-      R"("i64":{"dtype":"I64","shape":[1],"data_offsets":[20,28]},)"
-      R"("i32":{"dtype":"I32","shape":[1],"data_offsets":[28,32]},)"
-      R"("i16":{"dtype":"I16","shape":[1],"data_offsets":[32,34]},)"
-      R"("i8":{"dtype":"I8","shape":[1],"data_offsets":[34,35]},)"
-      R"("u8":{"dtype":"U8","shape":[1],"data_offsets":[35,36]},)"
-      R"("bool":{"dtype":"BOOL","shape":[1],"data_offsets":[36,37]},)"
-      R"("empty":{"dtype":"F32","shape":[0,5],"data_offsets":[37,37]}})";
+  std::string header = R"({"__metadata__":{"format":"pt"},)"
+                       R"("f64":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},)"
+                       R"("f32":{"dtype":"F32","shape":[],"data_offsets":[8,12]},)"
+                       R"("f16":{"dtype":"F16","shape":[2],"data_offsets":[12,16]},)"
+                       R"("bf16":{"dtype":"BF16","shape":[1,2],"data_offsets":[16,20]},)"
+                       R"("i64":{"dtype":"I64","shape":[1],"data_offsets":[20,28]},)"
+                       R"("i32":{"dtype":"I32","shape":[1],"data_offsets":[28,32]},)"
+                       R"("i16":{"dtype":"I16","shape":[1],"data_offsets":[32,34]},)"
+                       R"("i8":{"dtype":"I8","shape":[1],"data_offsets":[34,35]},)"
+                       R"("u8":{"dtype":"U8","shape":[1],"data_offsets":[35,36]},)"
+                       R"("bool":{"dtype":"BOOL","shape":[1],"data_offsets":[36,37]},)"
+                       R"("empty":{"dtype":"F32","shape":[0,5],"data_offsets":[37,37]}})";
   TensorMap t = parse(make_file(header, std::vector<std::uint8_t>(37, 1)));
   ASSERT_EQ(t.size(), 11u);
   EXPECT_EQ(t.at("f64").dtype, DType::F64);
@@ -158,7 +162,9 @@ TEST(SafetensorsReader, MissingFile) {
     read_safetensors(data_dir() + "/does-not-exist.safetensors");
     FAIL();
   } catch (const gd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("does-not-exist.safetensors: no such file"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("does-not-exist.safetensors: no such file"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -201,7 +207,8 @@ TEST(SafetensorsReader, UnreadableFile) {
 }
 
 TEST(SafetensorsReader, TooShortForHeaderLength) {
-  EXPECT_NE(parse_error({1, 2, 3}).find("shorter than the 8-byte header length"), std::string::npos);
+  EXPECT_NE(parse_error({1, 2, 3}).find("shorter than the 8-byte header length"),
+            std::string::npos);
 }
 
 TEST(SafetensorsReader, TruncatedAtManyLengths) {
@@ -222,7 +229,8 @@ TEST(SafetensorsReader, TruncatedAtManyLengths) {
 TEST(SafetensorsReader, HeaderLengthPastEnd) {
   std::vector<std::uint8_t> bytes = make_file("{}", {});
   bytes[0] = 200;
-  EXPECT_NE(parse_error(bytes).find("header length 200 runs past the end of the 10-byte file"), std::string::npos)
+  EXPECT_NE(parse_error(bytes).find("header length 200 runs past the end of the 10-byte file"),
+            std::string::npos)
       << parse_error(bytes);
   bytes[0] = 0xff;
   bytes[7] = 0xff;  // a huge length must not overflow the comparison
@@ -247,37 +255,48 @@ TEST(SafetensorsReader, HeaderLengthOverLimit) {
 }
 
 TEST(SafetensorsReader, InvalidJson) {
-  EXPECT_NE(parse_error(make_file("{\"a\": ", {})).find("model.safetensors: header is not valid JSON"),
+  EXPECT_NE(
+      parse_error(make_file("{\"a\": ", {})).find("model.safetensors: header is not valid JSON"),
+      std::string::npos);
+  EXPECT_NE(parse_error(make_file(std::string("{\"a\"\0:1}", 8), {})).find("not valid JSON"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(std::string("{\"a\"\0:1}", 8), {})).find("not valid JSON"), std::string::npos);
 }
 
 TEST(SafetensorsReader, HeaderNotAnObject) {
   EXPECT_NE(parse_error(make_file("[1,2]", {})).find("not a JSON object"), std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x": 5})", {})).find("tensor 'x' is not described by a JSON object"),
+  EXPECT_NE(parse_error(make_file(R"({"x": 5})", {}))
+                .find("tensor 'x' is not described by a JSON object"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"__metadata__": 5})", {})).find("__metadata__ is not a JSON object"),
+  EXPECT_NE(parse_error(make_file(R"({"__metadata__": 5})", {}))
+                .find("__metadata__ is not a JSON object"),
             std::string::npos);
 }
 
 TEST(SafetensorsReader, OffsetsOutsideData) {
-  std::string msg = parse_error(make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", {0, 0, 0, 0}));
-  EXPECT_NE(msg.find("tensor 'x' has data_offsets [0, 8] but the data section has only 4 bytes"), std::string::npos)
+  std::string msg = parse_error(
+      make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", {0, 0, 0, 0}));
+  EXPECT_NE(msg.find("tensor 'x' has data_offsets [0, 8] but the data section has only 4 bytes"),
+            std::string::npos)
       << msg;
-  msg = parse_error(make_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,0]}})", {}));
+  msg = parse_error(make_file(
+      R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,0]}})", {}));
   EXPECT_NE(msg.find("tensor 'x'"), std::string::npos) << msg;
 }
 
 TEST(SafetensorsReader, BeginAfterEnd) {
-  std::string msg = parse_error(make_file(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", {0, 0, 0, 0}));
+  std::string msg = parse_error(
+      make_file(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", {0, 0, 0, 0}));
   EXPECT_NE(msg.find("begin after end"), std::string::npos) << msg;
 }
 
 TEST(SafetensorsReader, OverlappingOffsets) {
-  std::string msg = parse_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                          R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                                          std::vector<std::uint8_t>(12)));
-  EXPECT_NE(msg.find("tensor 'b' (bytes 4..12) overlaps tensor 'a' (bytes 0..8)"), std::string::npos) << msg;
+  std::string msg =
+      parse_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                            R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                            std::vector<std::uint8_t>(12)));
+  EXPECT_NE(msg.find("tensor 'b' (bytes 4..12) overlaps tensor 'a' (bytes 0..8)"),
+            std::string::npos)
+      << msg;
   // Identical ranges overlap too.
   msg = parse_error(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                               R"("b":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
@@ -286,16 +305,19 @@ TEST(SafetensorsReader, OverlappingOffsets) {
 }
 
 TEST(SafetensorsReader, ShapeInconsistentWithByteRange) {
-  std::string msg = parse_error(make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,96]}})",
-                                          std::vector<std::uint8_t>(96)));
-  EXPECT_NE(msg.find("model.safetensors: tensor 'x' has data_offsets [0, 96] but shape [2, 3] of F32 needs 24 bytes"),
+  std::string msg =
+      parse_error(make_file(R"({"x":{"dtype":"F32","shape":[2,3],"data_offsets":[0,96]}})",
+                            std::vector<std::uint8_t>(96)));
+  EXPECT_NE(msg.find("model.safetensors: tensor 'x' has data_offsets [0, 96] but shape [2, 3] of "
+                     "F32 needs 24 bytes"),
             std::string::npos)
       << msg;
 }
 
 TEST(SafetensorsReader, DtypeInconsistentWithByteRange) {
-  std::string msg = parse_error(make_file(R"({"x":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})",
-                                          std::vector<std::uint8_t>(24)));
+  std::string msg =
+      parse_error(make_file(R"({"x":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})",
+                            std::vector<std::uint8_t>(24)));
   EXPECT_NE(msg.find("shape [2, 3] of F16 needs 12 bytes"), std::string::npos) << msg;
 }
 
@@ -303,9 +325,11 @@ TEST(SafetensorsReader, UnknownOrMissingDtype) {
   EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", {0}))
                 .find("tensor 'x' has unsupported dtype 'F8'"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x":{"shape":[1],"data_offsets":[0,1]}})", {0})).find("no dtype"),
-            std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":3,"shape":[1],"data_offsets":[0,1]}})", {0})).find("no dtype"),
+  EXPECT_NE(
+      parse_error(make_file(R"({"x":{"shape":[1],"data_offsets":[0,1]}})", {0})).find("no dtype"),
+      std::string::npos);
+  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":3,"shape":[1],"data_offsets":[0,1]}})", {0}))
+                .find("no dtype"),
             std::string::npos);
 }
 
@@ -313,26 +337,32 @@ TEST(SafetensorsReader, BadShapes) {
   EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", {0}))
                 .find("not a non-negative integer"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", {0}))
-                .find("not a non-negative integer"),
-            std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":"1","data_offsets":[0,1]}})", {0})).find("no shape"),
+  EXPECT_NE(
+      parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})", {0}))
+          .find("not a non-negative integer"),
+      std::string::npos);
+  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":"1","data_offsets":[0,1]}})", {0}))
+                .find("no shape"),
             std::string::npos);
   std::string msg = parse_error(make_file(
-      R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})", {0, 0, 0, 0}));
+      R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})",
+      {0, 0, 0, 0}));
   EXPECT_NE(msg.find("overflows"), std::string::npos) << msg;
   // Products that wrap to a small number exactly must still be refused.
-  msg = parse_error(make_file(R"({"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", {}));
+  msg = parse_error(make_file(
+      R"({"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", {}));
   EXPECT_NE(msg.find("overflows"), std::string::npos) << msg;
 }
 
 TEST(SafetensorsReader, BadDataOffsets) {
-  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", {0})).find("data_offsets"),
+  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0]}})", {0}))
+                .find("data_offsets"),
             std::string::npos);
   EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0,-1]}})", {0}))
                 .find("data_offsets"),
             std::string::npos);
-  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1]}})", {0})).find("data_offsets"), std::string::npos);
+  EXPECT_NE(parse_error(make_file(R"({"x":{"dtype":"U8","shape":[1]}})", {0})).find("data_offsets"),
+            std::string::npos);
 }
 
 TEST(SafetensorsReader, ByteFlipFuzz) {
@@ -360,7 +390,8 @@ TEST(SafetensorsReader, ByteFlipFuzz) {
       TensorMap t = parse_safetensors(copy, copy->data(), copy->size(), "fuzz.safetensors");
       for (const auto& [name, tensor] : t) {
         // Touch the first and last byte of every tensor: ASan flags anything out of bounds.
-        std::size_t bytes = static_cast<std::size_t>(tensor.numel()) * gd::models::dtype_size(tensor.dtype);
+        std::size_t bytes =
+            static_cast<std::size_t>(tensor.numel()) * gd::models::dtype_size(tensor.dtype);
         if (bytes > 0) {
           volatile std::uint8_t sink = tensor.data[0];
           sink = tensor.data[bytes - 1];
@@ -388,7 +419,9 @@ TEST(SafetensorsHeader, ReadsShapesAndOffsetsOfTheDiffusersModel) {
     const gd::models::SafetensorsEntry& e = header.tensors.at(name);
     EXPECT_EQ(e.dtype, t.dtype) << name;
     EXPECT_EQ(e.shape, t.shape) << name;
-    EXPECT_EQ(e.end - e.begin, static_cast<std::uint64_t>(t.numel()) * gd::models::dtype_size(t.dtype)) << name;
+    EXPECT_EQ(e.end - e.begin,
+              static_cast<std::uint64_t>(t.numel()) * gd::models::dtype_size(t.dtype))
+        << name;
   }
 }
 
@@ -399,7 +432,9 @@ TEST(SafetensorsHeader, ReadsATruncatedFileThatFullParsingRefuses) {
     std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len));
     EXPECT_THROW(parse(cut), gd::Error) << "length " << len;
     auto copy = std::make_shared<std::vector<std::uint8_t>>(cut);
-    EXPECT_EQ(gd::models::parse_safetensors_header(copy->data(), copy->size(), "cut").tensors.size(), 144u)
+    EXPECT_EQ(
+        gd::models::parse_safetensors_header(copy->data(), copy->size(), "cut").tensors.size(),
+        144u)
         << "length " << len;
   }
 }
@@ -419,11 +454,13 @@ TEST(SafetensorsHeader, ValidatesTheHeaderAsFullParsingDoes) {
       make_file("{", {}),
       make_file("[]", {}),
       make_file(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})", {}),
-      make_file(R"({"x":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})", std::vector<std::uint8_t>(24)),
+      make_file(R"({"x":{"dtype":"F16","shape":[2,3],"data_offsets":[0,24]}})",
+                std::vector<std::uint8_t>(24)),
       make_file(R"({"x":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", {}),
       make_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", {}),
       make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", std::vector<std::uint8_t>(12)),
+                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                std::vector<std::uint8_t>(12)),
   };
   for (const auto& bytes : bad) {
     const std::string full = parse_error(bytes);
@@ -431,7 +468,8 @@ TEST(SafetensorsHeader, ValidatesTheHeaderAsFullParsingDoes) {
     EXPECT_EQ(header_error(bytes), full);
   }
   // Only the data section's size is not checked.
-  const auto outside = make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", {0, 0, 0, 0});
+  const auto outside =
+      make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", {0, 0, 0, 0});
   EXPECT_NE(parse_error(outside).find("data section has only 4 bytes"), std::string::npos);
   EXPECT_EQ(header_error(outside), "");
 }

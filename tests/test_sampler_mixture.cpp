@@ -29,12 +29,13 @@ gd::test::GaussianMixture two_blobs() {
 }
 
 at::Tensor table_for(const ScheduleConfig& schedule) {
-  if (schedule.stored_buffers.count("alphas_cumprod")) return schedule.stored_buffers.at("alphas_cumprod");
+  if (schedule.stored_buffers.count("alphas_cumprod"))
+    return schedule.stored_buffers.at("alphas_cumprod");
   return gd::core::cumulative_alphas(gd::core::make_betas(schedule));
 }
 
-void check_reproduces_mixture(const std::string& sampler_name, int steps, const ScheduleConfig& schedule,
-                              double eta = 0.0) {
+void check_reproduces_mixture(const std::string& sampler_name, int steps,
+                              const ScheduleConfig& schedule, double eta = 0.0) {
   SCOPED_TRACE(sampler_name + " " + std::to_string(steps) + " steps, " +
                gd::core::prediction_type_name(schedule.prediction_type));
   const auto mixture = two_blobs();
@@ -85,8 +86,11 @@ ScheduleConfig ddpm_pytorch_schedule(PredictionType type) {
   at::Tensor post_var = betas * (1 - ac_prev) / (1 - ac);
   auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
   schedule.stored_buffers = {
-      {"betas", f(betas)}, {"alphas_cumprod", f(ac)}, {"alphas_cumprod_prev", f(ac_prev)},
-      {"sqrt_alphas_cumprod", f(ac.sqrt())}, {"sqrt_one_minus_alphas_cumprod", f((1 - ac).sqrt())},
+      {"betas", f(betas)},
+      {"alphas_cumprod", f(ac)},
+      {"alphas_cumprod_prev", f(ac_prev)},
+      {"sqrt_alphas_cumprod", f(ac.sqrt())},
+      {"sqrt_one_minus_alphas_cumprod", f((1 - ac).sqrt())},
       {"log_one_minus_alphas_cumprod", f((1 - ac).log())},
       {"sqrt_recip_alphas_cumprod", f((1 / ac).sqrt())},
       {"sqrt_recipm1_alphas_cumprod", f((1 / ac - 1).sqrt())},
@@ -102,19 +106,43 @@ ScheduleConfig ddpm_pytorch_schedule(PredictionType type) {
 }  // namespace
 
 // Step counts documented here are the ones each sampler is expected to handle well.
-TEST(MixtureDiffusers, Ddpm1000Steps) { check_reproduces_mixture("ddpm", 1000, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, DdpmStrided100Steps) { check_reproduces_mixture("ddpm", 100, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, Ddim50Steps) { check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, Ddim50StepsEta1) { check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::Epsilon), 1.0); }
-TEST(MixtureDiffusers, DpmSolver20Steps) { check_reproduces_mixture("dpmpp_2m", 20, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, Euler50Steps) { check_reproduces_mixture("euler", 50, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, EulerAncestral50Steps) { check_reproduces_mixture("euler_a", 50, diffusers_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDiffusers, VPredictionDdim50Steps) { check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::V)); }
-TEST(MixtureDiffusers, SamplePredictionDpmSolver20Steps) { check_reproduces_mixture("dpmpp_2m", 20, diffusers_schedule(PredictionType::Sample)); }
+TEST(MixtureDiffusers, Ddpm1000Steps) {
+  check_reproduces_mixture("ddpm", 1000, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, DdpmStrided100Steps) {
+  check_reproduces_mixture("ddpm", 100, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, Ddim50Steps) {
+  check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, Ddim50StepsEta1) {
+  check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::Epsilon), 1.0);
+}
+TEST(MixtureDiffusers, DpmSolver20Steps) {
+  check_reproduces_mixture("dpmpp_2m", 20, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, Euler50Steps) {
+  check_reproduces_mixture("euler", 50, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, EulerAncestral50Steps) {
+  check_reproduces_mixture("euler_a", 50, diffusers_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDiffusers, VPredictionDdim50Steps) {
+  check_reproduces_mixture("ddim", 50, diffusers_schedule(PredictionType::V));
+}
+TEST(MixtureDiffusers, SamplePredictionDpmSolver20Steps) {
+  check_reproduces_mixture("dpmpp_2m", 20, diffusers_schedule(PredictionType::Sample));
+}
 
-TEST(MixtureDdpmPytorch, PSampleLoopFullChain) { check_reproduces_mixture("ddpm", 200, ddpm_pytorch_schedule(PredictionType::Epsilon)); }
-TEST(MixtureDdpmPytorch, DdimSample50Steps) { check_reproduces_mixture("ddim", 50, ddpm_pytorch_schedule(PredictionType::V)); }
-TEST(MixtureDdpmPytorch, DdimSample50StepsEta1) { check_reproduces_mixture("ddim", 50, ddpm_pytorch_schedule(PredictionType::Sample), 1.0); }
+TEST(MixtureDdpmPytorch, PSampleLoopFullChain) {
+  check_reproduces_mixture("ddpm", 200, ddpm_pytorch_schedule(PredictionType::Epsilon));
+}
+TEST(MixtureDdpmPytorch, DdimSample50Steps) {
+  check_reproduces_mixture("ddim", 50, ddpm_pytorch_schedule(PredictionType::V));
+}
+TEST(MixtureDdpmPytorch, DdimSample50StepsEta1) {
+  check_reproduces_mixture("ddim", 50, ddpm_pytorch_schedule(PredictionType::Sample), 1.0);
+}
 
 // Denoise, end to end through the pipeline, with the exact denoiser as the "network": images
 // drawn from the mixture plus known Gaussian noise must come back closer to the clean ones.
@@ -125,7 +153,8 @@ TEST(MixtureDenoise, RaisesPsnrAtKnownAndEstimatedNoise) {
   at::Tensor yy = at::linspace(-1, 1, 32).reshape({32, 1}).expand({32, 32});
   at::Tensor xx = at::linspace(-1, 1, 32).reshape({1, 32}).expand({32, 32});
   mixture.means = at::stack({0.6 * at::sin(3 * xx) * at::cos(2 * yy), 0.5 * at::cos(4 * (xx + yy))})
-                      .reshape({2, 1, 32, 32}).to(at::kFloat);
+                      .reshape({2, 1, 32, 32})
+                      .to(at::kFloat);
   mixture.spread = 0.01;
   gd::core::PipelineModel model;
   model.schedule = diffusers_schedule(PredictionType::Epsilon);
@@ -136,7 +165,7 @@ TEST(MixtureDenoise, RaisesPsnrAtKnownAndEstimatedNoise) {
     return fn(x, t, c.self_cond);
   };
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
-  at::Tensor clean = ((mixture.sample(4, gen) + 1) / 2).clamp(0, 1);   // [4, 1, 32, 32] in [0, 1]
+  at::Tensor clean = ((mixture.sample(4, gen) + 1) / 2).clamp(0, 1);  // [4, 1, 32, 32] in [0, 1]
   auto psnr = [](const at::Tensor& a, const at::Tensor& b) {
     return -10.0 * std::log10((a - b).pow(2).mean().item<double>());
   };

@@ -36,8 +36,8 @@ using gd::core::SamplerOptions;
 using gd::core::ScheduleConfig;
 using gd::core::TimestepSpacing;
 using gd::test::data_path;
-using gd::test::max_abs_diff;
 using gd::test::expect_error;
+using gd::test::max_abs_diff;
 using gd::test::read_text;
 
 namespace {
@@ -104,8 +104,7 @@ void expect_final(const at::Tensor& x, const gd::models::TensorMap& fx, const st
 // The dummy network of diffusers' scheduler tests: deterministic, depends on x and t.
 int g_dummy_calls = 0;
 at::Tensor g_dummy_last_t;
-at::Tensor dummy_model(const at::Tensor& x, const at::Tensor& t,
-                       const std::optional<at::Tensor>&) {
+at::Tensor dummy_model(const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>&) {
   ++g_dummy_calls;
   g_dummy_last_t = t;
   at::Tensor tf = t.to(at::kFloat).view({-1, 1, 1, 1});  // [N, 1, 1, 1]
@@ -166,12 +165,12 @@ TEST(SamplerSchedule, SpacingsByHand) {
   s.num_train_timesteps = 1000;
   s.timestep_spacing = TimestepSpacing::Linspace;
   at::Tensor t = gd::core::ddpm_timesteps(s, 10);  // round(linspace(0, 999, 10)), reversed
-  EXPECT_TRUE(at::equal(t, at::tensor(std::vector<int64_t>{999, 888, 777, 666, 555, 444, 333,
-                                                           222, 111, 0})));
+  EXPECT_TRUE(at::equal(
+      t, at::tensor(std::vector<int64_t>{999, 888, 777, 666, 555, 444, 333, 222, 111, 0})));
   s.timestep_spacing = TimestepSpacing::Trailing;
   t = gd::core::ddpm_timesteps(s, 10);  // round(arange(1000, 0, -100)) - 1
-  EXPECT_TRUE(at::equal(t, at::tensor(std::vector<int64_t>{999, 899, 799, 699, 599, 499, 399,
-                                                           299, 199, 99})));
+  EXPECT_TRUE(at::equal(
+      t, at::tensor(std::vector<int64_t>{999, 899, 799, 699, 599, 499, 399, 299, 199, 99})));
   s.num_train_timesteps = 100;
   t = gd::core::ddpm_timesteps(s, 3);  // arange(100, 0, -33.33) = 100, 66.67, 33.33
   EXPECT_TRUE(at::equal(t, at::tensor(std::vector<int64_t>{99, 66, 32})));
@@ -221,9 +220,9 @@ TEST(SamplerFixture, GenerateCases) {
     expect_same_timesteps(sampler->timesteps(), get(fx, "timesteps"), file);
 
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(c["seed"].get<uint64_t>());
-    at::Tensor noise = at::randn({c["batch"].get<int64_t>(), 3, c["height"].get<int64_t>(),
-                                  c["width"].get<int64_t>()},
-                                 generator);
+    at::Tensor noise = at::randn(
+        {c["batch"].get<int64_t>(), 3, c["height"].get<int64_t>(), c["width"].get<int64_t>()},
+        generator);
     ASSERT_TRUE(at::equal(noise, get(fx, "noise"))) << "the generator's first randn differs";
     at::Tensor x = noise * sampler->init_noise_sigma();
     int calls = 0;
@@ -347,10 +346,8 @@ TEST(SamplerHarness, RandomDraws) {
   const std::vector<Case> cases_ = {
       {"ddpm", 0.0, TimestepSpacing::Leading, 9},    // last t = 0: no draw
       {"ddpm", 0.0, TimestepSpacing::Trailing, 10},  // last t = 99 > 0: draws too
-      {"ddim", 0.0, TimestepSpacing::Leading, 0},
-      {"ddim", 1.0, TimestepSpacing::Leading, 10},
-      {"dpmpp_2m", 0.0, TimestepSpacing::Leading, 0},
-      {"euler", 0.0, TimestepSpacing::Leading, 0},
+      {"ddim", 0.0, TimestepSpacing::Leading, 0},     {"ddim", 1.0, TimestepSpacing::Leading, 10},
+      {"dpmpp_2m", 0.0, TimestepSpacing::Leading, 0}, {"euler", 0.0, TimestepSpacing::Leading, 0},
       {"euler_a", 0.0, TimestepSpacing::Leading, 10},
   };
   for (const Case& c : cases_) {
@@ -373,8 +370,8 @@ TEST(SamplerHarness, RandomDraws) {
 // same seed gives the same result.
 TEST(SamplerHarness, ConfigurationsRun) {
   for (const std::string& name : gd::core::sampler_names()) {
-    for (PredictionType type : {PredictionType::Epsilon, PredictionType::Sample,
-                                PredictionType::V}) {
+    for (PredictionType type :
+         {PredictionType::Epsilon, PredictionType::Sample, PredictionType::V}) {
       for (int variant = 0; variant < 3; ++variant) {
         ScheduleConfig s = dummy_schedule();
         s.prediction_type = type;

@@ -52,9 +52,10 @@ TEST(BetaSchedule, SquaredCosineCapsAt0999) {
 }
 
 TEST(BetaSchedule, SigmoidSpansBetaStartToBetaEnd) {
-  expect_values(gd::core::make_betas(config_with(BetaSchedule::Sigmoid, 4, 0.0001, 0.02)),
-                {0.00014920520081703202, 0.002472138148240139, 0.01762786185175986,
-                 0.01995079479918297}, 1e-8);
+  expect_values(
+      gd::core::make_betas(config_with(BetaSchedule::Sigmoid, 4, 0.0001, 0.02)),
+      {0.00014920520081703202, 0.002472138148240139, 0.01762786185175986, 0.01995079479918297},
+      1e-8);
 }
 
 TEST(BetaSchedule, GivenBetasAreUsedAsIs) {
@@ -80,7 +81,8 @@ TEST(BetaSchedule, MatchesDiffusersFixture) {
   EXPECT_EQ(config.prediction_type, gd::core::PredictionType::Epsilon);
   EXPECT_TRUE(config.clip_sample);
   at::Tensor betas = gd::core::make_betas(config);
-  at::Tensor expected_betas = gd::test::fixture_tensor("diffusers-tiny/schedule.safetensors", "betas");
+  at::Tensor expected_betas =
+      gd::test::fixture_tensor("diffusers-tiny/schedule.safetensors", "betas");
   at::Tensor expected_ac =
       gd::test::fixture_tensor("diffusers-tiny/schedule.safetensors", "alphas_cumprod");
   EXPECT_TRUE(at::equal(betas, expected_betas)) << gd::test::max_abs_diff(betas, expected_betas);
@@ -125,7 +127,10 @@ TEST(SchedulerConfig, TrainedBetasOverrideTheSchedule) {
 
 // Each bad configuration fails with a message that names the offending key.
 TEST(SchedulerConfig, BadInputsNameTheProblem) {
-  struct Case { const char* json; const char* needle; };
+  struct Case {
+    const char* json;
+    const char* needle;
+  };
   const Case cases[] = {
       {"{not json", "not valid JSON"},
       {"[1, 2]", "expected a JSON object"},

@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/torch_zip_reader.h"
+#include "tests/test_files.h"
 
-using gd::models::DType;
 using gd::models::dict_get;
+using gd::models::DType;
 using gd::models::parse_torch_checkpoint;
 using gd::models::PickleValue;
 using gd::models::read_torch_checkpoint;
@@ -123,14 +123,17 @@ std::string le32(std::uint32_t v) {
   for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
   return out;
 }
-std::string str(const std::string& s) { return "X" + le32(static_cast<std::uint32_t>(s.size())) + s; }
+std::string str(const std::string& s) {
+  return "X" + le32(static_cast<std::uint32_t>(s.size())) + s;
+}
 std::string global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
 
 // {"w": tensor of `numel` floats on storage key "0"} as torch.save would pickle it.
 std::string state_dict_pickle(int numel) {
-  return "\x80\x02}("s + str("w") + global("torch._utils", "_rebuild_tensor_v2") + "((" + str("storage") +
-         global("torch", "FloatStorage") + str("0") + str("cpu") + "K" + static_cast<char>(numel) + "tQK\x00"s + "K" +
-         static_cast<char>(numel) + "\x85K\x01\x85\x89" + global("collections", "OrderedDict") + ")RtR" + "u.";
+  return "\x80\x02}("s + str("w") + global("torch._utils", "_rebuild_tensor_v2") + "((" +
+         str("storage") + global("torch", "FloatStorage") + str("0") + str("cpu") + "K" +
+         static_cast<char>(numel) + "tQK\x00"s + "K" + static_cast<char>(numel) +
+         "\x85K\x01\x85\x89" + global("collections", "OrderedDict") + ")RtR" + "u.";
 }
 
 std::string floats(const std::vector<float>& v) {
@@ -139,7 +142,8 @@ std::string floats(const std::vector<float>& v) {
   return out;
 }
 
-std::size_t find_bytes(const std::vector<std::uint8_t>& hay, const std::string& needle, std::size_t from = 0) {
+std::size_t find_bytes(const std::vector<std::uint8_t>& hay, const std::string& needle,
+                       std::size_t from = 0) {
   for (std::size_t i = from; i + needle.size() <= hay.size(); ++i) {
     if (std::memcmp(&hay[i], needle.data(), needle.size()) == 0) return i;
   }
@@ -205,7 +209,8 @@ TEST(TorchZipReader, ReadsLucidrainsTrainerCheckpoint) {
   int ema_unet = 0;
   for (const auto& entry : ema_tensors) ema_unet += entry.first.rfind("ema_model.model.", 0) == 0;
   EXPECT_EQ(ema_unet, 141);
-  EXPECT_FLOAT_EQ(f32_at(ema_tensors.at("ema_model.model.init_conv.weight"), 0), 0.010421575047075748f);
+  EXPECT_FLOAT_EQ(f32_at(ema_tensors.at("ema_model.model.init_conv.weight"), 0),
+                  0.010421575047075748f);
   // torch.save de-duplicates storages: the online copy views the very same bytes as `model`.
   EXPECT_EQ(ema_tensors.at("online_model.betas").data, betas.data);
   EXPECT_EQ(ema_tensors.at("online_model.model.init_conv.weight").data, conv.data);
@@ -254,21 +259,26 @@ TEST(TorchZipReader, MissingFile) {
 
 TEST(TorchZipReader, LegacyFormatOrGarbage) {
   // The legacy format starts with a pickled magic number.
-  std::string msg = parse_error({0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19});
+  std::string msg = parse_error(
+      {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19});
   EXPECT_EQ(msg, "test.pt: not a torch.save zip archive (legacy pre-1.6 format is not supported)");
   EXPECT_NE(parse_error({'a'}).find("not a torch.save zip archive"), std::string::npos);
-  std::string safetensors = data_dir() + "/diffusers-tiny/model/diffusion_pytorch_model.safetensors";
+  std::string safetensors =
+      data_dir() + "/diffusers-tiny/model/diffusion_pytorch_model.safetensors";
   try {
     read_torch_checkpoint(safetensors);
     FAIL();
   } catch (const gd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not a torch.save zip archive"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a torch.save zip archive"), std::string::npos)
+        << e.what();
   }
 }
 
 TEST(TorchZipReader, ZipWithoutDataPkl) {
-  EXPECT_NE(parse_error(make_zip({{"x/other", "1"}})).find("no <folder>/data.pkl"), std::string::npos);
-  EXPECT_NE(parse_error(make_zip({{"a/data.pkl", "N."}, {"b/data.pkl", "N."}})).find("several"), std::string::npos);
+  EXPECT_NE(parse_error(make_zip({{"x/other", "1"}})).find("no <folder>/data.pkl"),
+            std::string::npos);
+  EXPECT_NE(parse_error(make_zip({{"a/data.pkl", "N."}, {"b/data.pkl", "N."}})).find("several"),
+            std::string::npos);
 }
 
 TEST(TorchZipReader, StorageRecordMissing) {
@@ -277,21 +287,28 @@ TEST(TorchZipReader, StorageRecordMissing) {
 }
 
 TEST(TorchZipReader, StorageRecordTooSmall) {
-  std::string msg = parse_error(make_zip({{"m/data.pkl", state_dict_pickle(3)}, {"m/data/0", floats({1, 2})}}));
-  EXPECT_NE(msg.find("storage record 'm/data/0' has 8 bytes but 3 x F32 needs 12"), std::string::npos) << msg;
+  std::string msg =
+      parse_error(make_zip({{"m/data.pkl", state_dict_pickle(3)}, {"m/data/0", floats({1, 2})}}));
+  EXPECT_NE(msg.find("storage record 'm/data/0' has 8 bytes but 3 x F32 needs 12"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(TorchZipReader, BigEndianRefused) {
-  std::string msg = parse_error(make_zip({{"m/data.pkl", state_dict_pickle(1)},
-                                          {"m/byteorder", "big"},
-                                          {"m/data/0", floats({1})}}));
+  std::string msg = parse_error(make_zip(
+      {{"m/data.pkl", state_dict_pickle(1)}, {"m/byteorder", "big"}, {"m/data/0", floats({1})}}));
   EXPECT_NE(msg.find("byte order is 'big'"), std::string::npos) << msg;
 }
 
 TEST(TorchZipReader, ForbiddenGlobalInDataPkl) {
-  std::string evil = "\x80\x02" "cos\nsystem\n"s + str("rm -rf /") + "\x85R.";
+  std::string evil =
+      "\x80\x02"
+      "cos\nsystem\n"s +
+      str("rm -rf /") + "\x85R.";
   std::string msg = parse_error(make_zip({{"m/data.pkl", evil}}));
-  EXPECT_NE(msg.find("test.pt: m/data.pkl: pickle: forbidden global 'os.system'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("test.pt: m/data.pkl: pickle: forbidden global 'os.system'"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(TorchZipReader, TorchScriptArchiveIsRefusedSafely) {
@@ -302,7 +319,8 @@ TEST(TorchZipReader, TorchScriptArchiveIsRefusedSafely) {
     read_torch_checkpoint(path);
     FAIL();
   } catch (const gd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("forbidden global '__torch__."), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("forbidden global '__torch__."), std::string::npos)
+        << e.what();
   }
 }
 
@@ -316,9 +334,11 @@ TEST(TorchZipReader, EntryLiesAboutItsSize) {
   // Central directory entry of data.pkl: sizes at +20/+24. Make it claim more than the file.
   std::size_t at = find_bytes(bytes, "model-1/data.pkl", bytes.size() - 50000) - 46;
   ASSERT_EQ(bytes[at], 'P');
-  for (int i = 0; i < 4; ++i) bytes[at + 20 + i] = bytes[at + 24 + i] = static_cast<std::uint8_t>(0x00500000u >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    bytes[at + 20 + i] = bytes[at + 24 + i] = static_cast<std::uint8_t>(0x00500000u >> (8 * i));
   std::string msg = parse_error(bytes);
-  EXPECT_NE(msg.find("zip entry 'model-1/data.pkl' claims 5242880 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("zip entry 'model-1/data.pkl' claims 5242880 bytes"), std::string::npos)
+      << msg;
 }
 
 TEST(TorchZipReader, StorageRecordShorterThanPickleClaims) {
@@ -329,7 +349,8 @@ TEST(TorchZipReader, StorageRecordShorterThanPickleClaims) {
   bytes[at + 20] = bytes[at + 24] = static_cast<std::uint8_t>(396 & 0xff);
   bytes[at + 21] = bytes[at + 25] = static_cast<std::uint8_t>(396 >> 8);
   std::string msg = parse_error(bytes);
-  EXPECT_NE(msg.find("storage record 'model-1/data/0' has 396 bytes but 100 x F32 needs 400"), std::string::npos)
+  EXPECT_NE(msg.find("storage record 'model-1/data/0' has 396 bytes but 100 x F32 needs 400"),
+            std::string::npos)
       << msg;
 }
 
@@ -373,8 +394,8 @@ TEST(TorchZipReader, ByteFlipFuzz) {
     switch (next() % 4) {
       case 0:
       case 1: pos = pickle_start + next() % (pickle_end - pickle_start); break;  // the pickle
-      case 2: pos = dir_start + next() % (original.size() - dir_start); break;   // central directory
-      default: pos = next() % original.size(); break;                          // anywhere
+      case 2: pos = dir_start + next() % (original.size() - dir_start); break;  // central directory
+      default: pos = next() % original.size(); break;                           // anywhere
     }
     (*copy)[pos] = static_cast<std::uint8_t>(next());
     try {
@@ -391,7 +412,8 @@ TEST(TorchZipReader, ByteFlipFuzz) {
               last += (t.shape[d] - 1) * t.strides[d];
             }
             if (!empty) {
-              volatile std::uint8_t sink = t.data[static_cast<std::size_t>(last) * gd::models::dtype_size(t.dtype)];
+              volatile std::uint8_t sink =
+                  t.data[static_cast<std::size_t>(last) * gd::models::dtype_size(t.dtype)];
               (void)sink;
             }
           }

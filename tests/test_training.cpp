@@ -59,8 +59,8 @@ at::Tensor stripes(int n, at::Generator& gen) {
   std::vector<at::Tensor> out;
   for (int i = 0; i < n; ++i) {
     const double phase = at::rand({1}, gen).item<double>() * 6.28;
-    at::Tensor base = at::sin((xx + yy) * 0.8 + phase);                 // [16, 16]
-    at::Tensor colour = at::rand({3, 1, 1}, gen) * 0.5 + 0.5;           // [3, 1, 1]
+    at::Tensor base = at::sin((xx + yy) * 0.8 + phase);        // [16, 16]
+    at::Tensor colour = at::rand({3, 1, 1}, gen) * 0.5 + 0.5;  // [3, 1, 1]
     out.push_back(base.unsqueeze(0) * colour);
   }
   return at::stack(out);
@@ -110,11 +110,17 @@ TEST(Training, LossIsExactForAPerfectNetwork) {
   const at::Tensor x0 = at::rand({2, 3, 4, 4}) * 2 - 1;
   const at::Tensor noise = at::randn({2, 3, 4, 4});
   const at::Tensor t = at::tensor({3, 70}, at::kLong);
-  auto perfect = [&](const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&) { return x0; };
-  auto zero = [&](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) { return at::zeros_like(x); };
+  auto perfect = [&](const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&) {
+    return x0;
+  };
+  auto zero = [&](const at::Tensor& x, const at::Tensor&, const std::optional<at::Tensor>&) {
+    return at::zeros_like(x);
+  };
   EXPECT_EQ(l2.compute_at(perfect, x0, t, noise).item<float>(), 0.0f);
-  EXPECT_NEAR(l2.compute_at(zero, x0, t, noise).item<double>(), x0.square().mean().item<double>(), 1e-6);
-  EXPECT_NEAR(l1.compute_at(zero, x0, t, noise).item<double>(), x0.abs().mean().item<double>(), 1e-6);
+  EXPECT_NEAR(l2.compute_at(zero, x0, t, noise).item<double>(), x0.square().mean().item<double>(),
+              1e-6);
+  EXPECT_NEAR(l1.compute_at(zero, x0, t, noise).item<double>(), x0.abs().mean().item<double>(),
+              1e-6);
 }
 
 TEST(Training, EmaOnAKnownSequence) {
@@ -149,7 +155,8 @@ TEST(Training, OffsetNoiseShiftsWholeChannels) {
     gd::core::DiffusionLoss loss(schedule, gd::core::LossType::L2, offset);
     at::Tensor means;  // [N, C]
     auto fn = [&](const at::Tensor& x, const at::Tensor& t, const std::optional<at::Tensor>&) {
-      const at::Tensor sigma = (1 - loss.alphas_cumprod().index_select(0, t)).sqrt().view({-1, 1, 1, 1});
+      const at::Tensor sigma =
+          (1 - loss.alphas_cumprod().index_select(0, t)).sqrt().view({-1, 1, 1, 1});
       means = (x / sigma).mean({2, 3});
       return at::zeros_like(x);
     };
@@ -180,7 +187,8 @@ TEST(Training, CooldownFactor) {
   EXPECT_EQ(cooldown_factor(0, 10, 0), 1.0);
   EXPECT_EQ(cooldown_factor(9, 10, 0), 1.0);
   // 10 steps, the last 4 annealed: steps 1-6 (step = 0..5 taken) at full rate, then 4/4 ... 1/4.
-  for (std::int64_t taken = 0; taken <= 5; ++taken) EXPECT_EQ(cooldown_factor(taken, 10, 4), 1.0) << taken;
+  for (std::int64_t taken = 0; taken <= 5; ++taken)
+    EXPECT_EQ(cooldown_factor(taken, 10, 4), 1.0) << taken;
   EXPECT_DOUBLE_EQ(cooldown_factor(6, 10, 4), 1.0);
   EXPECT_DOUBLE_EQ(cooldown_factor(7, 10, 4), 0.75);
   EXPECT_DOUBLE_EQ(cooldown_factor(8, 10, 4), 0.5);
@@ -245,19 +253,40 @@ TEST(Training, LossDecreasesAndTheFolderLoadsBack) {
   const std::string folder = dir / "model";
   gd::models::write_diffusers_folder(folder, config, schedule, ema_net.params()->all());
   auto cfg = nlohmann::json::parse(read_bytes(folder + "/config.json"));
-  for (const char* key : {"sample_size", "in_channels", "out_channels", "center_input_sample",
-                          "time_embedding_type", "freq_shift", "flip_sin_to_cos", "down_block_types",
-                          "mid_block_type", "up_block_types", "block_out_channels", "layers_per_block",
-                          "mid_block_scale_factor", "downsample_padding", "downsample_type",
-                          "upsample_type", "dropout", "act_fn", "attention_head_dim", "norm_num_groups",
-                          "attn_norm_num_groups", "norm_eps", "resnet_time_scale_shift",
-                          "add_attention", "class_embed_type", "num_class_embeds",
-                          "num_train_timesteps", "time_embedding_dim"}) {
+  for (const char* key : {"sample_size",
+                          "in_channels",
+                          "out_channels",
+                          "center_input_sample",
+                          "time_embedding_type",
+                          "freq_shift",
+                          "flip_sin_to_cos",
+                          "down_block_types",
+                          "mid_block_type",
+                          "up_block_types",
+                          "block_out_channels",
+                          "layers_per_block",
+                          "mid_block_scale_factor",
+                          "downsample_padding",
+                          "downsample_type",
+                          "upsample_type",
+                          "dropout",
+                          "act_fn",
+                          "attention_head_dim",
+                          "norm_num_groups",
+                          "attn_norm_num_groups",
+                          "norm_eps",
+                          "resnet_time_scale_shift",
+                          "add_attention",
+                          "class_embed_type",
+                          "num_class_embeds",
+                          "num_train_timesteps",
+                          "time_embedding_dim"}) {
     EXPECT_TRUE(cfg.contains(key)) << key;
   }
   const std::string st = read_bytes(folder + "/diffusion_pytorch_model.safetensors");
   std::uint64_t header_len = 0;
-  for (int i = 0; i < 8; ++i) header_len |= std::uint64_t(static_cast<unsigned char>(st[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    header_len |= std::uint64_t(static_cast<unsigned char>(st[i])) << (8 * i);
   EXPECT_EQ(header_len % 8, 0u);
   EXPECT_EQ(st.size(), 8 + header_len + 4 * static_cast<std::uint64_t>(ema_net.params()->count()));
 
@@ -293,12 +322,48 @@ void write_textures(const std::string& dir, int count, int side) {
 }
 
 std::vector<std::string> train_args(const std::string& data, const std::string& out, int steps) {
-  return {"--data", data, "--out", out, "--size", "16", "--batch", "2", "--steps",
-          std::to_string(steps), "--timesteps", "50", "--block-channels", "8,16",
-          "--layers-per-block", "1", "--norm-groups", "4", "--attention-stages", "1",
-          "--ema-decay", "0.8", "--ema-every", "1", "--ema-after", "0", "--accumulate", "2",
-          "--objective", "v", "--schedule", "squaredcos_cap_v2", "--lr", "1e-3", "--seed", "5",
-          "--log-every", "2", "--save-every", "3", "--sample-every", "0"};
+  return {"--data",
+          data,
+          "--out",
+          out,
+          "--size",
+          "16",
+          "--batch",
+          "2",
+          "--steps",
+          std::to_string(steps),
+          "--timesteps",
+          "50",
+          "--block-channels",
+          "8,16",
+          "--layers-per-block",
+          "1",
+          "--norm-groups",
+          "4",
+          "--attention-stages",
+          "1",
+          "--ema-decay",
+          "0.8",
+          "--ema-every",
+          "1",
+          "--ema-after",
+          "0",
+          "--accumulate",
+          "2",
+          "--objective",
+          "v",
+          "--schedule",
+          "squaredcos_cap_v2",
+          "--lr",
+          "1e-3",
+          "--seed",
+          "5",
+          "--log-every",
+          "2",
+          "--save-every",
+          "3",
+          "--sample-every",
+          "0"};
 }
 
 // `args` with the options in `more` replacing the same options there (the parser refuses an
@@ -323,11 +388,14 @@ TEST(TrainCommand, ResumeIsExact) {
   TempDir dir("resume");
   write_textures(dir / "data", 3, 20);
   // Straight: 8 steps. Interrupted: 4 steps (checkpoint at 3 and 4), then resumed to 8.
-  ASSERT_EQ(gd::cli::run_train(with(train_args(dir / "data", dir / "a", 8), {"--sample-every", "8", "--sample-steps", "3"})), 0);
+  ASSERT_EQ(gd::cli::run_train(with(train_args(dir / "data", dir / "a", 8),
+                                    {"--sample-every", "8", "--sample-steps", "3"})),
+            0);
   ASSERT_EQ(gd::cli::run_train(train_args(dir / "data", dir / "b", 4)), 0);
   // Resuming needs only the new --steps: the rest comes from the checkpoint.
   ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "8",
-                                "--sample-every", "0", "--resume"}), 0);
+                                "--sample-every", "0", "--resume"}),
+            0);
   const std::string a = read_bytes(dir / "a/diffusion_pytorch_model.safetensors");
   const std::string b = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
   ASSERT_GT(a.size(), 1000u);
@@ -339,12 +407,15 @@ TEST(TrainCommand, ResumeIsExact) {
   EXPECT_EQ(loaded.schedule.prediction_type, PredictionType::V);
   EXPECT_EQ(loaded.schedule.beta_schedule, gd::core::BetaSchedule::SquaredCosCapV2);
   // A fixed option cannot change on resume; the run is not restarted over an existing one.
-  EXPECT_THROW(gd::cli::run_train(with(train_args(dir / "data", dir / "b", 10), {"--resume", "--batch", "3"})),
+  EXPECT_THROW(gd::cli::run_train(
+                   with(train_args(dir / "data", dir / "b", 10), {"--resume", "--batch", "3"})),
                gd::cli::UsageError);
   EXPECT_THROW(gd::cli::run_train(train_args(dir / "data", dir / "b", 10)), gd::Error);
   // --size and --offset-noise may change on resume (a fine-tuning phase); they are then stored.
   ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "9",
-                                "--sample-every", "0", "--resume", "--size", "20", "--offset-noise", "0.1"}), 0);
+                                "--sample-every", "0", "--resume", "--size", "20", "--offset-noise",
+                                "0.1"}),
+            0);
   EXPECT_THROW(gd::cli::run_train(with(train_args(dir / "data", dir / "b", 10),
                                        {"--resume", "--offset-noise", "2"})),
                gd::cli::UsageError);
@@ -355,7 +426,8 @@ TEST(TrainCommand, ResumeIsExact) {
   // --bf16 does not define the run (weights, optimizer and EMA stay float32): a run may move to
   // it on resume, and it trains on.
   ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "10",
-                                "--sample-every", "0", "--resume", "--bf16"}), 0);
+                                "--sample-every", "0", "--resume", "--bf16"}),
+            0);
   const std::string c = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
   EXPECT_EQ(c.size(), b.size());
   EXPECT_FALSE(c == b9) << "the bf16 steps did not change the EMA weights";
@@ -367,10 +439,12 @@ TEST(TrainCommand, ResumeIsExact) {
 TEST(TrainCommand, CooldownResumesExactly) {
   TempDir dir("cooldown");
   write_textures(dir / "data", 3, 20);
-  ASSERT_EQ(gd::cli::run_train(with(train_args(dir / "data", dir / "a", 8), {"--cooldown", "4"})), 0);
+  ASSERT_EQ(gd::cli::run_train(with(train_args(dir / "data", dir / "a", 8), {"--cooldown", "4"})),
+            0);
   ASSERT_EQ(gd::cli::run_train(train_args(dir / "data", dir / "b", 4)), 0);
   ASSERT_EQ(gd::cli::run_train({"--data", dir / "data", "--out", dir / "b", "--steps", "8",
-                                "--cooldown", "4", "--sample-every", "0", "--resume"}), 0);
+                                "--cooldown", "4", "--sample-every", "0", "--resume"}),
+            0);
   ASSERT_EQ(gd::cli::run_train(train_args(dir / "data", dir / "c", 8)), 0);
   const std::string a = read_bytes(dir / "a/diffusion_pytorch_model.safetensors");
   const std::string b = read_bytes(dir / "b/diffusion_pytorch_model.safetensors");
@@ -385,12 +459,28 @@ TEST(TrainCommand, BadOptionsAndData) {
   write_textures(dir / "data", 1, 20);
   const std::string data = dir / "data", out = dir / "out";
   const std::vector<std::vector<std::string>> usage_errors = {
-      {"--batch", "0"}, {"--objective", "noise"}, {"--schedule", "cosine2"}, {"--loss", "l3"},
-      {"--size", "15"}, {"--block-channels", "8,x"}, {"--attention-stages", "2"}, {"--lr", "0"},
-      {"--lr", "abc"}, {"--clip", "-1"}, {"--ema-decay", "1.5"}, {"--accumulate", "0"},
-      {"--norm-groups", "3"}, {"--sample-steps", "51"}, {"--steps", "0"}, {"--bogus", "1"},
-      {"--threads", "-2"}, {"--seed", "-1"}, {"--device", "gpu"}, {"--offset-noise", "-0.1"},
-      {"--cooldown", "-1"}, {"--cooldown", "3"}};  // 3: longer than the run's 2 steps
+      {"--batch", "0"},
+      {"--objective", "noise"},
+      {"--schedule", "cosine2"},
+      {"--loss", "l3"},
+      {"--size", "15"},
+      {"--block-channels", "8,x"},
+      {"--attention-stages", "2"},
+      {"--lr", "0"},
+      {"--lr", "abc"},
+      {"--clip", "-1"},
+      {"--ema-decay", "1.5"},
+      {"--accumulate", "0"},
+      {"--norm-groups", "3"},
+      {"--sample-steps", "51"},
+      {"--steps", "0"},
+      {"--bogus", "1"},
+      {"--threads", "-2"},
+      {"--seed", "-1"},
+      {"--device", "gpu"},
+      {"--offset-noise", "-0.1"},
+      {"--cooldown", "-1"},
+      {"--cooldown", "3"}};  // 3: longer than the run's 2 steps
   for (const auto& bad : usage_errors) {
     try {
       gd::cli::run_train(with(train_args(data, out, 2), bad));
@@ -400,7 +490,8 @@ TEST(TrainCommand, BadOptionsAndData) {
       // One line that names the option (for --norm-groups: the channels it does not divide).
       EXPECT_EQ(message.find('\n'), std::string::npos) << message;
       EXPECT_TRUE(message.find(bad[0]) != std::string::npos ||
-                  message.find(bad[0].substr(2)) != std::string::npos) << message;
+                  message.find(bad[0].substr(2)) != std::string::npos)
+          << message;
       std::printf("  %s %s -> %s\n", bad[0].c_str(), bad[1].c_str(), message.c_str());
     }
   }
@@ -426,7 +517,8 @@ TEST(TrainCommand, BadOptionsAndData) {
   EXPECT_TRUE(fs::exists(out + "/diffusion_pytorch_model.safetensors"));
   // --attention-stages none: no attention anywhere, the middle block included.
   const std::string conv_only = dir / "conv-only";
-  ASSERT_EQ(gd::cli::run_train(with(train_args(data, conv_only, 1), {"--attention-stages", "none"})), 0);
+  ASSERT_EQ(
+      gd::cli::run_train(with(train_args(data, conv_only, 1), {"--attention-stages", "none"})), 0);
   const nlohmann::json config = nlohmann::json::parse(read_bytes(conv_only + "/config.json"));
   EXPECT_FALSE(config["add_attention"].get<bool>());
   EXPECT_EQ(config["down_block_types"][0], "DownBlock2D");
@@ -463,7 +555,9 @@ TEST(TrainCommand, ClassesAndInit) {
 
   // --init without --classes: the shared weights start from the model's (a learning rate of
   // 1e-9 moves them by about that much), and the classes are dropped.
-  ASSERT_EQ(gd::cli::run_train(with(train_args(data, dir / "b", 1), {"--init", dir / "a", "--lr", "1e-9"})), 0);
+  ASSERT_EQ(gd::cli::run_train(
+                with(train_args(data, dir / "b", 1), {"--init", dir / "a", "--lr", "1e-9"})),
+            0);
   const auto b_params = folder_params(dir / "b");
   EXPECT_FALSE(b_params.count("class_embedding.weight"));
   EXPECT_FALSE(fs::exists(dir / "b/classes.json"));
@@ -473,24 +567,36 @@ TEST(TrainCommand, ClassesAndInit) {
   // --init from an unconditional model with --classes: the class embedding starts at zero, so
   // the run starts as exactly that model.
   ASSERT_EQ(gd::cli::run_train(with(train_args(data, dir / "c", 1),
-                                    {"--init", dir / "b", "--classes", "--lr", "1e-9"})), 0);
+                                    {"--init", dir / "b", "--classes", "--lr", "1e-9"})),
+            0);
   const auto c_params = folder_params(dir / "c");
   EXPECT_LT(c_params.at("class_embedding.weight").abs().max().item<double>(), 1e-6);
-  EXPECT_LT((c_params.at("conv_in.weight") - b_params.at("conv_in.weight")).abs().max().item<double>(), 1e-6);
+  EXPECT_LT(
+      (c_params.at("conv_in.weight") - b_params.at("conv_in.weight")).abs().max().item<double>(),
+      1e-6);
 
   // An --init model of another architecture is named, and nothing is written.
-  gd::test::expect_error([&] {
-    gd::cli::run_train(with(train_args(data, dir / "d", 1), {"--init", dir / "a", "--block-channels", "8,8"}));
-  }, {"--init model has", "of shape", "--block-channels"});
+  gd::test::expect_error(
+      [&] {
+        gd::cli::run_train(
+            with(train_args(data, dir / "d", 1), {"--init", dir / "a", "--block-channels", "8,8"}));
+      },
+      {"--init model has", "of shape", "--block-channels"});
   EXPECT_FALSE(fs::exists(dir / "d/training/checkpoint.pt"));
-  gd::test::expect_error([&] {
-    gd::cli::run_train(with(train_args(data, dir / "d", 1), {"--init", dir / "missing"}));
-  }, "missing");
-  EXPECT_THROW(gd::cli::run_train(with(train_args(data, dir / "a", 4), {"--init", dir / "b", "--resume"})),
-               gd::cli::UsageError);
+  gd::test::expect_error(
+      [&] {
+        gd::cli::run_train(with(train_args(data, dir / "d", 1), {"--init", dir / "missing"}));
+      },
+      "missing");
+  EXPECT_THROW(
+      gd::cli::run_train(with(train_args(data, dir / "a", 4), {"--init", dir / "b", "--resume"})),
+      gd::cli::UsageError);
   // A --classes run cannot resume on a folder with another number of images.
   write_textures(dir / "data4", 4, 20);
-  gd::test::expect_error([&] {
-    gd::cli::run_train({"--data", dir / "data4", "--out", dir / "a", "--steps", "4", "--resume"});
-  }, {"class_embedding", "--classes", "number of images"});
+  gd::test::expect_error(
+      [&] {
+        gd::cli::run_train(
+            {"--data", dir / "data4", "--out", dir / "a", "--steps", "4", "--resume"});
+      },
+      {"class_embedding", "--classes", "number of images"});
 }

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_files.h"
 #include "core/error.h"
 #include "models/zip_reader.h"
+#include "tests/test_files.h"
 
 using gd::models::ZipArchive;
 
@@ -29,8 +29,9 @@ struct ZipSpec {
   std::string name;
   std::string data;
   std::uint16_t method = 0;
-  bool descriptor = false;  // bit 3: zero sizes in the local header, a data descriptor after the data
-  bool zip64 = false;       // sizes and offset through ZIP64 extra fields
+  bool descriptor =
+      false;           // bit 3: zero sizes in the local header, a data descriptor after the data
+  bool zip64 = false;  // sizes and offset through ZIP64 extra fields
 };
 
 void put16(std::vector<std::uint8_t>& out, std::uint32_t v) {
@@ -57,7 +58,8 @@ std::vector<std::uint8_t> make_zip(const std::vector<ZipSpec>& specs, bool zip64
     put16(out, s.method);
     put32(out, 0);  // time, date
     put32(out, 0);  // crc (not checked)
-    std::uint32_t size32 = s.descriptor ? 0 : (s.zip64 ? 0xFFFFFFFF : static_cast<std::uint32_t>(s.data.size()));
+    std::uint32_t size32 =
+        s.descriptor ? 0 : (s.zip64 ? 0xFFFFFFFF : static_cast<std::uint32_t>(s.data.size()));
     put32(out, size32);
     put32(out, size32);
     put16(out, static_cast<std::uint32_t>(s.name.size()));
@@ -191,7 +193,8 @@ TEST(ZipReader, ReadsTorchSaveArchive) {
 }
 
 TEST(ZipReader, StoredEntriesRoundTrip) {
-  auto zip = open_bytes(make_zip({{"a.txt", "hello"}, {"dir/b", ""}, {"c", std::string(1000, 'x')}}));
+  auto zip =
+      open_bytes(make_zip({{"a.txt", "hello"}, {"dir/b", ""}, {"c", std::string(1000, 'x')}}));
   ASSERT_EQ(zip->names().size(), 3u);
   EXPECT_EQ(entry_text(*zip, "a.txt"), "hello");
   EXPECT_EQ(entry_text(*zip, "dir/b"), "");
@@ -239,7 +242,8 @@ TEST(ZipReader, MissingFile) {
 
 TEST(ZipReader, NotAZip) {
   EXPECT_NE(open_error({}).find("not a zip archive"), std::string::npos);
-  EXPECT_NE(open_error(std::vector<std::uint8_t>(5000, 'a')).find("no end of central directory"), std::string::npos);
+  EXPECT_NE(open_error(std::vector<std::uint8_t>(5000, 'a')).find("no end of central directory"),
+            std::string::npos);
 }
 
 TEST(ZipReader, MissingEntry) {
@@ -248,7 +252,8 @@ TEST(ZipReader, MissingEntry) {
     zip->entry("b");
     FAIL();
   } catch (const gd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("zip entry 'b' is missing"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("zip entry 'b' is missing"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -262,7 +267,8 @@ TEST(ZipReader, CompressedEntry) {
     zip->entry("data.bin");
     FAIL();
   } catch (const gd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("zip entry 'data.bin' is compressed (method 8)"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("zip entry 'data.bin' is compressed (method 8)"),
+              std::string::npos)
         << e.what();
   }
 }
@@ -278,7 +284,8 @@ TEST(ZipReader, CentralSizeLiesInTorchArchive) {
   patch32(bytes, at + 20, 5000000);
   patch32(bytes, at + 24, 5000000);
   std::string msg = open_error(bytes);
-  EXPECT_NE(msg.find("zip entry 'model-1/data.pkl' claims 5000000 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("zip entry 'model-1/data.pkl' claims 5000000 bytes"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("but the archive's data ends at byte"), std::string::npos) << msg;
 }
 
@@ -287,7 +294,8 @@ TEST(ZipReader, CompressedAndStoredSizesDisagree) {
   std::size_t at = central_entry_offset(bytes, "model-1/data/0");
   patch32(bytes, at + 24, 401);
   std::string msg = open_error(bytes);
-  EXPECT_NE(msg.find("zip entry 'model-1/data/0' is stored but its compressed size 400 differs"), std::string::npos)
+  EXPECT_NE(msg.find("zip entry 'model-1/data/0' is stored but its compressed size 400 differs"),
+            std::string::npos)
       << msg;
 }
 
@@ -296,8 +304,9 @@ TEST(ZipReader, LocalSizeDisagreesWithCentral) {
   patch32(bytes, 18, 4);  // local compressed size
   patch32(bytes, 22, 4);
   std::string msg = open_error(bytes);
-  EXPECT_NE(msg.find("zip entry 'a' has sizes 4/4 in its local header but 5/5 in the central directory"),
-            std::string::npos)
+  EXPECT_NE(
+      msg.find("zip entry 'a' has sizes 4/4 in its local header but 5/5 in the central directory"),
+      std::string::npos)
       << msg;
 }
 
@@ -314,7 +323,8 @@ TEST(ZipReader, LocalHeaderProblems) {
   EXPECT_NE(open_error(bad_method).find("different compression method"), std::string::npos);
   std::vector<std::uint8_t> far_offset = bytes;
   patch32(far_offset, central_entry_offset(bytes, "abc") + 42, 1000000);
-  EXPECT_NE(open_error(far_offset).find("local header at byte 1000000"), std::string::npos) << open_error(far_offset);
+  EXPECT_NE(open_error(far_offset).find("local header at byte 1000000"), std::string::npos)
+      << open_error(far_offset);
 }
 
 TEST(ZipReader, CentralDirectoryOutsideArchive) {
@@ -325,7 +335,8 @@ TEST(ZipReader, CentralDirectoryOutsideArchive) {
   std::vector<std::uint8_t> bad_count = bytes;
   bad_count[bytes.size() - 12] = 200;
   bad_count[bytes.size() - 14] = 200;
-  EXPECT_NE(open_error(bad_count).find("claims 200 entries"), std::string::npos) << open_error(bad_count);
+  EXPECT_NE(open_error(bad_count).find("claims 200 entries"), std::string::npos)
+      << open_error(bad_count);
 }
 
 TEST(ZipReader, Zip64RecordsOutsideArchive) {
@@ -334,11 +345,13 @@ TEST(ZipReader, Zip64RecordsOutsideArchive) {
   std::size_t locator = bytes.size() - 22 - 20;
   ASSERT_EQ(bytes[locator], 'P');
   patch32(bytes, locator + 8, 0x7ffffff0);
-  EXPECT_NE(open_error(bytes).find("ZIP64 end record offset"), std::string::npos) << open_error(bytes);
+  EXPECT_NE(open_error(bytes).find("ZIP64 end record offset"), std::string::npos)
+      << open_error(bytes);
 }
 
 TEST(ZipReader, TruncatedAtManyLengths) {
-  std::vector<std::uint8_t> bytes = make_zip({{"a", "hello"}, {"b/c", std::string(100, 'z')}}, true);
+  std::vector<std::uint8_t> bytes =
+      make_zip({{"a", "hello"}, {"b/c", std::string(100, 'z')}}, true);
   for (std::size_t len = 0; len < bytes.size(); ++len) {
     std::vector<std::uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(len));
     EXPECT_THROW(open_bytes(cut), gd::Error) << len;
@@ -367,7 +380,8 @@ TEST(ZipReader, ByteFlipFuzzOfDirectory) {
   };
   int errors = 0;
   for (int i = 0; i < 2000; ++i) {
-    std::size_t pos = (i % 2 == 0) ? dir_start + next() % (original.size() - dir_start) : next() % 130000;
+    std::size_t pos =
+        (i % 2 == 0) ? dir_start + next() % (original.size() - dir_start) : next() % 130000;
     (*copy)[pos] ^= static_cast<std::uint8_t>(1 + next() % 255);
     try {
       ZipArchive zip(copy, copy->data(), copy->size(), "fuzz.pt");

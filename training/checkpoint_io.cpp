@@ -22,22 +22,26 @@ std::string checkpoint_path(const std::string& out) {
 
 void check_run_folder(const std::string& out, bool resume) {
   const std::string checkpoint = checkpoint_path(out);
-  if (resume && !fs::exists(checkpoint)) throw Error(checkpoint + ": no checkpoint to resume from (--resume)");
+  if (resume && !fs::exists(checkpoint))
+    throw Error(checkpoint + ": no checkpoint to resume from (--resume)");
   if (!resume && fs::exists(checkpoint)) {
-    throw Error(out + " already holds a training run; add --resume to continue it or pick another --out");
+    throw Error(out +
+                " already holds a training run; add --resume to continue it or pick another --out");
   }
 }
 
-void save_checkpoint(const std::string& path, const std::map<std::string, std::string>& stored_options,
-                     RunState& run) {
+void save_checkpoint(const std::string& path,
+                     const std::map<std::string, std::string>& stored_options, RunState& run) {
   torch::serialize::OutputArchive archive;
   for (const auto& [name, p] : run.net->params()->all()) archive.write("model." + name, p.detach());
-  for (const auto& [name, p] : run.ema_net->params()->all()) archive.write("ema." + name, p.detach());
+  for (const auto& [name, p] : run.ema_net->params()->all())
+    archive.write("ema." + name, p.detach());
   torch::serialize::OutputArchive opt;
   run.optimizer->save(opt);
   archive.write("optimizer", opt);
   archive.write("step", at::scalar_tensor(static_cast<std::int64_t>(run.step), at::kLong));
-  archive.write("ema_calls", at::scalar_tensor(static_cast<std::int64_t>(run.ema->calls()), at::kLong));
+  archive.write("ema_calls",
+                at::scalar_tensor(static_cast<std::int64_t>(run.ema->calls()), at::kLong));
   archive.write("rng", run.gen.get_state());
   // A JSON object of option texts, keys sorted: {"accumulate":"1","batch":"16",...}.
   archive.write("settings", c10::IValue(nlohmann::json(stored_options).dump()));
@@ -59,7 +63,8 @@ nlohmann::json read_stored_settings(const std::string& out) {
     archive.read("settings", value);
     return nlohmann::json::parse(value.toStringRef());
   } catch (const std::exception& e) {
-    throw Error(path + ": not a readable training checkpoint (" + std::string(e.what()).substr(0, 200) + ")");
+    throw Error(path + ": not a readable training checkpoint (" +
+                std::string(e.what()).substr(0, 200) + ")");
   }
 }
 

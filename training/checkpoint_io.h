@@ -28,8 +28,8 @@ nlohmann::json read_stored_settings(const std::string& out);
 
 // Writes `path` through a temporary file and a rename, so an interruption leaves the previous
 // checkpoint whole.
-void save_checkpoint(const std::string& path, const std::map<std::string, std::string>& stored_options,
-                     RunState& run);
+void save_checkpoint(const std::string& path,
+                     const std::map<std::string, std::string>& stored_options, RunState& run);
 
 // Restores `run` (built with the same architecture) from `path`, reading the tensors onto
 // `device` whichever device wrote them.

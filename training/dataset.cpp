@@ -25,8 +25,8 @@ std::vector<std::string> list_png_files(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a folder (--data)");
   std::vector<std::string> paths;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_regular_file() && lower(it->path().extension().string()) == ".png") {
       paths.push_back(it->path().string());
     }
@@ -71,15 +71,16 @@ Dataset load_dataset(const std::string& dir, int size, bool tile) {
   Dataset data;
   for (const std::string& path : list_png_files(dir)) {
     data.images.push_back(training_tensor(path, size, tile));
-    data.names.push_back(fs::path(path).lexically_relative(dir).replace_extension().generic_string());
+    data.names.push_back(
+        fs::path(path).lexically_relative(dir).replace_extension().generic_string());
   }
   return data;
 }
 
 // The draws come in a fixed order per crop (image, y, x, two flips, rotation): changing it would
 // change every run made with a given --seed.
-at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size, at::Generator& gen,
-                        at::Tensor* labels) {
+at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size,
+                        at::Generator& gen, at::Tensor* labels) {
   std::vector<at::Tensor> crops;
   std::vector<std::int64_t> index;
   for (int i = 0; i < batch; ++i) {

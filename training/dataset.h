@@ -26,7 +26,7 @@ Dataset load_dataset(const std::string& dir, int size, bool tile);
 // [batch, 3, size, size]: random image, random crop, random flips, random 90-degree rotation,
 // every choice drawn from `gen` (so a resumed run cuts the same crops). `labels` receives each
 // crop's image index ([batch] int64), the class of --classes runs.
-at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size, at::Generator& gen,
-                        at::Tensor* labels);
+at::Tensor random_batch(const std::vector<at::Tensor>& images, int batch, int size,
+                        at::Generator& gen, at::Tensor* labels);
 
 }  // namespace gd::training

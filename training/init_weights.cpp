@@ -15,24 +15,28 @@ namespace {
 // Copies --init's weights into the new run's parameters, name for name. Every parameter must be
 // there with the same shape (the architecture options must match the model's), except the class
 // embedding, which stays zero when the model has none or another number of classes.
-void copy_init_weights(models::DiffusersUNet& init, const std::string& path, const core::NamedParams& params,
-                       const TrainLog& log) {
-  std::map<std::string, at::Tensor> source(init.params()->all().begin(), init.params()->all().end());
+void copy_init_weights(models::DiffusersUNet& init, const std::string& path,
+                       const core::NamedParams& params, const TrainLog& log) {
+  std::map<std::string, at::Tensor> source(init.params()->all().begin(),
+                                           init.params()->all().end());
   for (const auto& [name, p] : params) {
     auto it = source.find(name);
     const bool same = it != source.end() && it->second.sizes().equals(p.sizes());
     if (name == "class_embedding.weight") {
       if (same) p.copy_(it->second);
-      else log(std::string("--init: ") + (it == source.end()
-          ? "the model has no classes; the class embedding starts at zero"
-          : "the model has another number of classes; the class embedding starts at zero"));
+      else
+        log(std::string("--init: ") +
+            (it == source.end()
+                 ? "the model has no classes; the class embedding starts at zero"
+                 : "the model has another number of classes; the class embedding starts at zero"));
       continue;
     }
     if (!same) {
       throw Error(path + ": --init model " +
-                  (it == source.end() ? "has no parameter " + name
-                                      : "has " + name + " of shape " + c10::str(it->second.sizes()) +
-                                            " where the run needs " + c10::str(p.sizes())) +
+                  (it == source.end()
+                       ? "has no parameter " + name
+                       : "has " + name + " of shape " + c10::str(it->second.sizes()) +
+                             " where the run needs " + c10::str(p.sizes())) +
                   " (give the model's --block-channels, --layers-per-block, --attention-stages, "
                   "--norm-groups and --head-dim)");
     }

@@ -21,7 +21,7 @@ struct RunState {
   // the optimizer in a checkpoint holds the decayed rate of its last step.
   std::vector<double> base_lr;
   std::unique_ptr<core::Ema> ema;
-  at::Generator gen;  // on the CPU: every random number of the run
+  at::Generator gen;      // on the CPU: every random number of the run
   std::int64_t step = 0;  // optimizer steps taken
 };
 

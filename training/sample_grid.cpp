@@ -10,9 +10,11 @@
 
 namespace gd::training {
 
-void write_sample_grid(const std::string& path, const TrainSettings& s, models::DiffusersUNet& ema_net) {
+void write_sample_grid(const std::string& path, const TrainSettings& s,
+                       models::DiffusersUNet& ema_net) {
   core::PipelineModel model;
-  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t, const core::Conditioning& cond) {
+  model.network = [&ema_net](const at::Tensor& x, const at::Tensor& t,
+                             const core::Conditioning& cond) {
     return ema_net.forward(x, t, cond);
   };
   model.schedule = s.schedule;
@@ -21,7 +23,8 @@ void write_sample_grid(const std::string& path, const TrainSettings& s, models::
   model.native_width = model.native_height = s.size;
   model.device = s.device;
   model.num_classes = static_cast<int>(ema_net.num_classes());
-  core::GenerateOptions options;  // class-conditional: classes drawn from the seed, every time the same
+  core::GenerateOptions
+      options;  // class-conditional: classes drawn from the seed, every time the same
   options.sampler = "ddim";
   options.steps = s.sample_steps;
   options.seed = 1234;  // the same noise at every checkpoint: the grids show progress
@@ -36,7 +39,8 @@ void write_sample_grid(const std::string& path, const TrainSettings& s, models::
   const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int rows = (n + cols - 1) / cols;
   const int pad = 2, cell = s.size + pad;
-  at::Tensor grid = at::ones({3, rows * cell + pad, cols * cell + pad}, at::kFloat);  // white gutters
+  at::Tensor grid =
+      at::ones({3, rows * cell + pad, cols * cell + pad}, at::kFloat);  // white gutters
   for (int i = 0; i < n; ++i) {
     const int r = i / cols, c = i % cols;
     grid.narrow(1, pad + r * cell, s.size).narrow(2, pad + c * cell, s.size).copy_(images[i]);

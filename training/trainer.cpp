@@ -80,8 +80,10 @@ void build_optimizer(const TrainSettings& s, const core::NamedParams& params, Ru
   groups.emplace_back(leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr)));
   run.base_lr.push_back(s.lr);
   if (!class_leaves.empty()) {
-    const double scale = std::max(1.0, static_cast<double>(s.unet.num_class_embeds) / (s.batch * s.accumulate));
-    groups.emplace_back(class_leaves, std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr * scale)));
+    const double scale =
+        std::max(1.0, static_cast<double>(s.unet.num_class_embeds) / (s.batch * s.accumulate));
+    groups.emplace_back(class_leaves,
+                        std::make_unique<torch::optim::AdamWOptions>(adamw(s.lr * scale)));
     run.base_lr.push_back(s.lr * scale);
   }
   run.optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw(s.lr));
@@ -99,15 +101,16 @@ RunState start_run(const TrainSettings& s, std::uint64_t seed, models::Diffusers
   const core::NamedParams& params = run.net->params()->all();
   init_weights(params, run.gen, init_net, s.init, log);
   build_optimizer(s, params, run);
-  run.ema = std::make_unique<core::Ema>(run.ema_net->params()->all(), s.ema_decay, s.ema_every, s.ema_after);
+  run.ema = std::make_unique<core::Ema>(run.ema_net->params()->all(), s.ema_decay, s.ema_every,
+                                        s.ema_after);
   run.ema->copy_from(params);
   return run;
 }
 
 // The gradients of one optimizer step: s.accumulate micro-batches, each loss divided by
 // s.accumulate so the gradients add up to those of the mean. Returns the step's loss.
-double accumulate_gradients(const TrainSettings& s, const std::vector<at::Tensor>& images, RunState& run,
-                            const core::DiffusionLoss& loss) {
+double accumulate_gradients(const TrainSettings& s, const std::vector<at::Tensor>& images,
+                            RunState& run, const core::DiffusionLoss& loss) {
   models::DiffusersUNet* net = run.net.get();
   at::Tensor labels;  // class-conditional runs: [B] int64, each crop's image; set for every batch
   const core::ModelFn fn = [net, &labels](const at::Tensor& x, const at::Tensor& t,
@@ -142,7 +145,8 @@ double optimizer_step(const TrainSettings& s, RunState& run) {
   // The rate depends on the step alone, so a resumed run anneals exactly as an unbroken one.
   const double factor = core::cooldown_factor(run.step, s.steps, s.cooldown);
   for (std::size_t g = 0; g < run.base_lr.size(); ++g) {
-    static_cast<torch::optim::AdamWOptions&>(run.optimizer->param_groups()[g].options()).lr(run.base_lr[g] * factor);
+    static_cast<torch::optim::AdamWOptions&>(run.optimizer->param_groups()[g].options())
+        .lr(run.base_lr[g] * factor);
   }
   run.optimizer->step();
   run.optimizer->zero_grad();
@@ -164,9 +168,10 @@ class LossMeter {
   std::string line(std::int64_t step, const TrainSettings& s, double factor) {
     const auto now = std::chrono::steady_clock::now();
     const double seconds = std::chrono::duration<double>(now - last_log_).count();
-    std::string text = format_line("step %lld/%lld  loss %.5f  %.2f steps/s", static_cast<long long>(step),
-                                   static_cast<long long>(s.steps), sum_ / count_,
-                                   seconds > 0 ? static_cast<double>(step - logged_step_) / seconds : 0.0);
+    std::string text =
+        format_line("step %lld/%lld  loss %.5f  %.2f steps/s", static_cast<long long>(step),
+                    static_cast<long long>(s.steps), sum_ / count_,
+                    seconds > 0 ? static_cast<double>(step - logged_step_) / seconds : 0.0);
     if (s.cooldown > 0) text += format_line("  lr x%.3f", factor);
     last_log_ = now;
     logged_step_ = step;
@@ -212,7 +217,8 @@ void train_loop(const TrainSettings& s, const Dataset& data, RunState& run, cons
     const double factor = optimizer_step(s, run);
     meter.add(step_loss);
     if (run.step % s.log_every == 0 || run.step == s.steps) log(meter.line(run.step, s, factor));
-    if ((s.save_every > 0 && run.step % s.save_every == 0) || run.step == s.steps) save_run(s, data, run);
+    if ((s.save_every > 0 && run.step % s.save_every == 0) || run.step == s.steps)
+      save_run(s, data, run);
     if (s.sample_every > 0 && (run.step % s.sample_every == 0 || run.step == s.steps)) {
       write_samples(s, run, log);
     }
@@ -220,7 +226,8 @@ void train_loop(const TrainSettings& s, const Dataset& data, RunState& run, cons
   // A run resumed already at s.steps takes no step; it still writes the model folder if an
   // interruption left none.
   if (run.step >= s.steps && !fs::exists(fs::path(s.out) / "config.json")) save_run(s, data, run);
-  log(format_line("done: %s (EMA weights, step %lld)", s.out.c_str(), static_cast<long long>(run.step)));
+  log(format_line("done: %s (EMA weights, step %lld)", s.out.c_str(),
+                  static_cast<long long>(run.step)));
 }
 
 }  // namespace
@@ -244,8 +251,8 @@ void train(TrainSettings s, const TrainLog& log_to) {
   RunState run = start_run(s, seed, init_net.get(), log);
   if (s.resume) {
     load_checkpoint(checkpoint_path(s.out), run, s.device);
-    log(format_line("resuming %s at step %lld on %s", s.out.c_str(), static_cast<long long>(run.step),
-                    s.device.str().c_str()));
+    log(format_line("resuming %s at step %lld on %s", s.out.c_str(),
+                    static_cast<long long>(run.step), s.device.str().c_str()));
   } else {
     log(format_line("training %s: %zu images, %lld parameters, seed %llu, on %s", s.out.c_str(),
                     data.images.size(), static_cast<long long>(run.net->params()->count()),

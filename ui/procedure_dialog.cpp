@@ -44,8 +44,8 @@ void schedule_update(GObject*, GParamSpec*, gpointer data) {
 
 }  // namespace
 
-bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
-                          const char* title, DescribeFn describe) {
+bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config, const char* title,
+                          DescribeFn describe) {
   GtkWidget* dialog = gimp_procedure_dialog_new(procedure, config, title);
   auto* dlg = GIMP_PROCEDURE_DIALOG(dialog);
 
@@ -55,7 +55,8 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
   gtk_label_set_xalign(GTK_LABEL(info), 0.0f);
   gtk_label_set_max_width_chars(GTK_LABEL(info), 60);
   gimp_procedure_dialog_get_label(dlg, "model-title", "Model", FALSE, FALSE);
-  gimp_procedure_dialog_fill_box(dlg, "model-box", "model", "class", "guidance", "model-info", nullptr);
+  gimp_procedure_dialog_fill_box(dlg, "model-box", "model", "class", "guidance", "model-info",
+                                 nullptr);
   gimp_procedure_dialog_fill_frame(dlg, "model-frame", "model-title", FALSE, "model-box");
 
   // Sampling.

@@ -18,7 +18,7 @@ using DescribeFn = std::function<std::string(const std::string& model, const std
 
 // Shows the dialog; true when the user pressed OK (the config then holds the choices).
 // gimp_ui_init must have been called.
-bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
-                          const char* title, DescribeFn describe);
+bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config, const char* title,
+                          DescribeFn describe);
 
 }  // namespace gd::ui

@@ -21,8 +21,7 @@ void DdimSampler::set_timesteps(int steps) {
   steps_ = steps;
 }
 
-at::Tensor DdimSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise,
-                                  int index) const {
+at::Tensor DdimSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise, int index) const {
   if (!timesteps_.defined()) throw Error("ddim sampler: set_timesteps was not called");
   const std::int64_t t = timesteps_[index].item<std::int64_t>();
   at::Tensor a = alphas_cumprod_[t].to(x0.dtype());  // 0-d
@@ -65,8 +64,8 @@ at::Tensor DdimSampler::step(const at::Tensor& raw, int index, const at::Tensor&
   return prev;
 }
 
-at::Tensor DdimSampler::run(at::Tensor x, int first, const ModelFn& model,
-                            at::Generator& generator, const StepFn& on_step) {
+at::Tensor DdimSampler::run(at::Tensor x, int first, const ModelFn& model, at::Generator& generator,
+                            const StepFn& on_step) {
   if (!timesteps_.defined()) throw Error("ddim sampler: set_timesteps was not called");
   const int steps = static_cast<int>(timesteps_.size(0));
   if (first < 0 || first >= steps) {

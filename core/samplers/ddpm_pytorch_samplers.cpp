@@ -26,8 +26,9 @@ at::Tensor stored_table(const ScheduleConfig& schedule, const std::string& name)
 
 DdpmPytorchTables read_tables(const ScheduleConfig& schedule) {
   if (schedule.family != ScheduleConfig::Family::DdpmPytorch) {
-    throw Error("denoising-diffusion-pytorch samplers need a denoising-diffusion-pytorch model "
-                "(its stored schedule buffers)");
+    throw Error(
+        "denoising-diffusion-pytorch samplers need a denoising-diffusion-pytorch model "
+        "(its stored schedule buffers)");
   }
   DdpmPytorchTables t;
   t.betas = stored_table(schedule, "betas");
@@ -102,7 +103,7 @@ at::Tensor clamped_x0(const DdpmPytorchTables& tables, PredictionType type, bool
 }  // namespace
 
 std::vector<std::array<std::int64_t, 2>> ddpm_pytorch_time_pairs(std::int64_t num_timesteps,
-                                                                  int steps) {
+                                                                 int steps) {
   if (steps < 1 || steps > num_timesteps) {
     throw Error("denoising-diffusion-pytorch sampler: steps must be between 1 and " +
                 std::to_string(num_timesteps) + ", got " + std::to_string(steps));
@@ -178,8 +179,8 @@ at::Tensor DdpmPytorchSamplerBase::run(at::Tensor x, int first, const ModelFn& m
 }
 
 DdpmPytorchSamplerBase::StepResult DdpmPytorchSamplerBase::ddim_step(
-    const DdpmPytorchTables& tables, const at::Tensor& x, const at::Tensor& out,
-    std::int64_t time, std::int64_t time_next, double eta, at::Generator& generator) const {
+    const DdpmPytorchTables& tables, const at::Tensor& x, const at::Tensor& out, std::int64_t time,
+    std::int64_t time_next, double eta, at::Generator& generator) const {
   auto [prediction, variance] = split_output(x, out);  // ddim ignores learned variance
   // model_predictions(clip_x_start = True, rederive_pred_noise = True): clamp x0, then the
   // noise implied by the clamped x0.
@@ -201,8 +202,8 @@ DdpmPytorchSamplerBase::StepResult DdpmPytorchSamplerBase::ddim_step(
 }
 
 DdpmPytorchSamplerBase::StepResult DdpmPytorchAncestralSampler::step(
-    const DdpmPytorchTables& tables, const at::Tensor& x, const at::Tensor& out,
-    std::int64_t time, std::int64_t time_next, at::Generator& generator) const {
+    const DdpmPytorchTables& tables, const at::Tensor& x, const at::Tensor& out, std::int64_t time,
+    std::int64_t time_next, at::Generator& generator) const {
   // Fewer steps than T: the strided chain of ddim_sample with eta = 1 (see the header).
   if (steps_ < tables.num_timesteps) {
     return ddim_step(tables, x, out, time, time_next, 1.0, generator);
@@ -212,8 +213,7 @@ DdpmPytorchSamplerBase::StepResult DdpmPytorchAncestralSampler::step(
   auto [prediction, variance] = split_output(x, out);
   at::Tensor x0 = clamped_x0(tables, prediction_type_, variance.defined(), x, prediction, time);
   // q_posterior (DDPM eq. 7): mean = coef1[t] * x0 + coef2[t] * x_t.
-  at::Tensor mean =
-      tables.posterior_mean_coef1[time] * x0 + tables.posterior_mean_coef2[time] * x;
+  at::Tensor mean = tables.posterior_mean_coef1[time] * x0 + tables.posterior_mean_coef2[time] * x;
   if (time == 0) return {mean, x0};  // no noise at t == 0 (and no draw)
 
   at::Tensor log_variance;  // 0-d, or [N, C, H, W] for learned variance

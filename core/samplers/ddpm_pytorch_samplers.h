@@ -53,7 +53,7 @@ std::unique_ptr<Sampler> make_ddpm_pytorch_sampler(const std::string& name,
 // ddim_sample's (time, time_next) pairs for `steps` sampling steps out of `num_timesteps`;
 // the last pair has time_next == -1. Throws gd::Error unless 1 <= steps <= num_timesteps.
 std::vector<std::array<std::int64_t, 2>> ddpm_pytorch_time_pairs(std::int64_t num_timesteps,
-                                                                  int steps);
+                                                                 int steps);
 
 // The package's float32 [T] tables this file uses, on one device.
 struct DdpmPytorchTables {
@@ -92,9 +92,9 @@ class DdpmPytorchSamplerBase : public Sampler {
                           at::Generator& generator) const = 0;
 
   // ddim_sample's update (DDIM eq. 12 with sigma from eq. 16 scaled by eta).
-  StepResult ddim_step(const DdpmPytorchTables& tables, const at::Tensor& x,
-                       const at::Tensor& out, std::int64_t time, std::int64_t time_next,
-                       double eta, at::Generator& generator) const;
+  StepResult ddim_step(const DdpmPytorchTables& tables, const at::Tensor& x, const at::Tensor& out,
+                       std::int64_t time, std::int64_t time_next, double eta,
+                       at::Generator& generator) const;
 
   PredictionType prediction_type_;
   DdpmPytorchTables tables_;  // CPU float32

@@ -12,10 +12,10 @@ namespace gd::core {
 
 at::Tensor dynamic_threshold(const at::Tensor& x0, double ratio, double max_value) {
   const std::int64_t n = x0.size(0);
-  at::Tensor flat = x0.reshape({n, -1});                                   // [N, C*H*W]
+  at::Tensor flat = x0.reshape({n, -1});                                         // [N, C*H*W]
   at::Tensor s = at::quantile(flat.abs(), ratio, /*dim=*/1, /*keepdim=*/false);  // [N]
   // Clamped to at least 1: with s = 1 this is plain clipping to [-1, 1].
-  s = at::clamp(s, 1.0, max_value).unsqueeze(1);                           // [N, 1]
+  s = at::clamp(s, 1.0, max_value).unsqueeze(1);  // [N, 1]
   return (at::clamp(flat, -s, s) / s).reshape(x0.sizes());
 }
 
@@ -47,8 +47,7 @@ DdpmSampler::DdpmSampler(const ScheduleConfig& schedule) : schedule_(schedule) {
 
 void DdpmSampler::set_timesteps(int steps) { timesteps_ = ddpm_timesteps(schedule_, steps); }
 
-at::Tensor DdpmSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise,
-                                  int index) const {
+at::Tensor DdpmSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise, int index) const {
   if (!timesteps_.defined()) throw Error("ddpm sampler: set_timesteps was not called");
   const std::int64_t t = timesteps_[index].item<std::int64_t>();
   at::Tensor a = alphas_cumprod_[t].to(x0.dtype());  // 0-d
@@ -67,10 +66,10 @@ at::Tensor DdpmSampler::step(const at::Tensor& raw, int index, const at::Tensor&
   // The previous timestep is the next entry of the schedule; -1 after the last one.
   const std::int64_t prev_t = index + 1 < steps ? timesteps_[index + 1].item<std::int64_t>() : -1;
 
-  const bool learned = schedule_.variance_type == "learned" ||
-                       schedule_.variance_type == "learned_range";
-  at::Tensor out = raw;                // [N, C, H, W]
-  at::Tensor predicted_variance;       // [N, C, H, W] for learned variance
+  const bool learned =
+      schedule_.variance_type == "learned" || schedule_.variance_type == "learned_range";
+  at::Tensor out = raw;           // [N, C, H, W]
+  at::Tensor predicted_variance;  // [N, C, H, W] for learned variance
   if (learned && raw.size(1) == 2 * x.size(1)) {
     out = raw.narrow(1, 0, x.size(1));
     predicted_variance = raw.narrow(1, x.size(1), x.size(1));
@@ -125,8 +124,8 @@ at::Tensor DdpmSampler::step(const at::Tensor& raw, int index, const at::Tensor&
   return prev;
 }
 
-at::Tensor DdpmSampler::run(at::Tensor x, int first, const ModelFn& model,
-                            at::Generator& generator, const StepFn& on_step) {
+at::Tensor DdpmSampler::run(at::Tensor x, int first, const ModelFn& model, at::Generator& generator,
+                            const StepFn& on_step) {
   if (!timesteps_.defined()) throw Error("ddpm sampler: set_timesteps was not called");
   const int steps = static_cast<int>(timesteps_.size(0));
   if (first < 0 || first >= steps) {

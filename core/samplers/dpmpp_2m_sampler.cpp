@@ -75,7 +75,7 @@ at::Tensor DpmSolverPP2MSampler::run(at::Tensor x, int first, const ModelFn& mod
     at::Tensor lambda_s0 = lambda_of(s0);
     at::Tensor h = lambda_t - lambda_s0;
     at::Tensor phi = st.alpha * (at::exp(-h) - 1.0);  // alpha_t (e^{-h} - 1)
-    const bool last = i == steps - 1;  // final sigma 0: always first order
+    const bool last = i == steps - 1;                 // final sigma 0: always first order
     if (history < 1 || last) {
       // First order (Lu et al. 2022 eq. 9 with k = 1, = DDIM):
       // x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0.

@@ -27,8 +27,7 @@ void EulerSampler::set_timesteps(int steps) {
                           : max_sigma.item<double>();
 }
 
-at::Tensor EulerSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise,
-                                   int index) const {
+at::Tensor EulerSampler::add_noise(const at::Tensor& x0, const at::Tensor& noise, int index) const {
   if (!sigmas_.defined()) throw Error(name() + " sampler: set_timesteps was not called");
   return x0 + noise * sigmas_[index].to(x0.dtype());
 }
@@ -44,7 +43,7 @@ at::Tensor EulerSampler::run(at::Tensor x, int first, const ModelFn& model,
   const std::int64_t n = x.size(0);
   const at::Tensor one = at::scalar_tensor(1.0, at::kFloat);
   for (int i = first; i < steps; ++i) {
-    at::Tensor sigma = sigmas_[i];      // 0-d float32
+    at::Tensor sigma = sigmas_[i];  // 0-d float32
     at::Tensor sigma_next = sigmas_[i + 1];
     // The network expects the variance-preserving x / sqrt(sigma^2 + 1).
     at::Tensor vp_scale = at::pow(at::pow(sigma, 2) + 1, 0.5);

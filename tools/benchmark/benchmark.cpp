@@ -28,11 +28,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
-#include <thread>
-#include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fstream>
@@ -79,7 +79,8 @@ void count_flops(const at::RecordFunction& fn) {
   } else if ((name == "aten::_scaled_dot_product_flash_attention_for_cpu" ||
               name == "aten::_scaled_dot_product_flash_attention" ||
               name == "aten::_scaled_dot_product_efficient_attention" ||
-              name == "aten::_scaled_dot_product_cudnn_attention") && inputs.size() >= 3) {
+              name == "aten::_scaled_dot_product_cudnn_attention") &&
+             inputs.size() >= 3) {
     // The fused kernels only: the public op and the math fallback dispatch to counted ops.
     at::Tensor q = tensor(inputs[0]), k = tensor(inputs[1]);
     if (q.defined() && k.defined() && q.dim() >= 2) {
@@ -137,10 +138,12 @@ int main(int argc, char** argv) {
     const std::string config_path = arg(argc, argv, "config", "");
     const std::string model_path = config_path.empty() ? arg(argc, argv, "model", "") : config_path;
     if (model_path.empty()) {
-      std::fprintf(stderr, "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
-                           "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
-                           "[--layout channels_last|contiguous] [--precision fp32|bf16] [--guidance W] [--guidance-below T] [--seamless] "
-                           "(or --config UNET_CONFIG_JSON for random weights)\n");
+      std::fprintf(stderr,
+                   "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
+                   "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
+                   "[--layout channels_last|contiguous] [--precision fp32|bf16] [--guidance W] "
+                   "[--guidance-below T] [--seamless] "
+                   "(or --config UNET_CONFIG_JSON for random weights)\n");
       return 2;
     }
     const int threads = std::stoi(arg(argc, argv, "threads", "0"));
@@ -157,7 +160,8 @@ int main(int argc, char** argv) {
     } else {
       std::ifstream file(config_path);
       if (!file) throw std::runtime_error(config_path + ": cannot be read");
-      const std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      const std::string text((std::istreambuf_iterator<char>(file)),
+                             std::istreambuf_iterator<char>());
       const gd::models::UNet2DConfig config = gd::models::parse_unet2d_config(text, config_path);
       auto unet = std::make_unique<gd::models::DiffusersUNet>(
           config, at::TensorOptions().dtype(load.dtype).device(load.device));
@@ -178,7 +182,8 @@ int main(int argc, char** argv) {
     const bool cuda = load.device.is_cuda();
     // The pipelines' usual view of the model, with the network call timed.
     gd::core::PipelineModel model = gd::models::pipeline_model(loaded, load);
-    model.network = [&](const at::Tensor& x, const at::Tensor& t, const gd::core::Conditioning& cond) {
+    model.network = [&](const at::Tensor& x, const at::Tensor& t,
+                        const gd::core::Conditioning& cond) {
       if (cuda) sync_cuda();
       const auto start = Clock::now();
       at::Tensor out = net->forward(x, t, cond);
@@ -201,15 +206,20 @@ int main(int argc, char** argv) {
     options.guidance = std::stod(arg(argc, argv, "guidance", "0"));  // 0: the model's default
     options.guidance_below = std::stoi(arg(argc, argv, "guidance-below", "0"));
     if (arg(argc, argv, "guidance-batch", "on") == "off") options.max_batched_guidance_pixels = 0;
-    const std::string guidance = gd::core::describe_guidance(gd::core::run_guidance(model, options, true));
+    const std::string guidance =
+        gd::core::describe_guidance(gd::core::run_guidance(model, options, true));
 
-    at::addGlobalCallback(at::RecordFunctionCallback([](const at::RecordFunction&)
-                                                         -> std::unique_ptr<at::ObserverContext> { return nullptr; },
-                                                     [](const at::RecordFunction& fn, at::ObserverContext*) { count_flops(fn); })
-                              .needsInputs(true)
-                              .needsOutputs(true));
+    at::addGlobalCallback(
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction&) -> std::unique_ptr<at::ObserverContext> {
+              return nullptr;
+            },
+            [](const at::RecordFunction& fn, at::ObserverContext*) { count_flops(fn); })
+            .needsInputs(true)
+            .needsOutputs(true));
     g_main_thread = std::this_thread::get_id();
-    at::addGlobalCallback(at::RecordFunctionCallback(start_op, end_op).scopes({at::RecordScope::FUNCTION}));
+    at::addGlobalCallback(
+        at::RecordFunctionCallback(start_op, end_op).scopes({at::RecordScope::FUNCTION}));
 
     // Warm-up: one step, not counted (first-call allocations, kernel selection).
     gd::core::GenerateOptions warm = options;
@@ -229,34 +239,42 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     const int steps = network_calls > 0 ? network_calls : 1;
     std::printf("model:               %s (%s, %lld parameters)\n", model_path.c_str(),
-                loaded.info.architecture.c_str(), static_cast<long long>(loaded.info.parameter_count));
-    std::printf("run:                 %lldx%lld, batch %d, %s, %d network calls, device %s, %d threads, %s\n",
-                static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
-                options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
-                at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
+                loaded.info.architecture.c_str(),
+                static_cast<long long>(loaded.info.parameter_count));
+    std::printf(
+        "run:                 %lldx%lld, batch %d, %s, %d network calls, device %s, %d threads, "
+        "%s\n",
+        static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
+        options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
+        at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
     std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
     std::printf("guidance:            %s%s\n", guidance.empty() ? "off" : guidance.c_str(),
-                guidance.empty() ? "" : options.max_batched_guidance_pixels > 0 ? " (batched 2N)" : " (two calls)");
+                guidance.empty()                          ? ""
+                : options.max_batched_guidance_pixels > 0 ? " (batched 2N)"
+                                                          : " (two calls)");
     std::printf("seamless:            %s\n", options.seamless ? "yes" : "no");
     std::printf("network per call:    %.4f s\n", network_seconds / steps);
     std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);
     std::printf("total:               %.3f s\n", total);
     std::printf("peak memory (RSS):   %.1f MiB\n", usage.ru_maxrss / 1024.0);
     std::printf("network GFLOP/call:  %.3f\n", g_flops / 1e9 / steps);
-    std::printf("achieved GFLOP/s:    %.1f\n", network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0);
+    std::printf("achieved GFLOP/s:    %.1f\n",
+                network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0);
     // Where the time goes: the top-level ops, largest first, as shares of the whole run.
     std::vector<std::pair<double, std::string>> ops;
     for (const auto& [name, seconds] : g_op_seconds) ops.emplace_back(seconds, name);
     std::sort(ops.rbegin(), ops.rend());
     std::printf("time by op (top level, %% of total, timing callbacks included):");
     for (std::size_t i = 0; i < ops.size() && i < 8; ++i) {
-      std::printf("%s %s %.1f%%", i ? "," : "", ops[i].second.c_str(), 100.0 * ops[i].first / total);
+      std::printf("%s %s %.1f%%", i ? "," : "", ops[i].second.c_str(),
+                  100.0 * ops[i].first / total);
     }
     std::printf("\n");
     return 0;
   } catch (const std::exception& e) {
     std::string message = e.what();
-    std::fprintf(stderr, "gimp-diffusion-benchmark: error: %s\n", message.substr(0, message.find('\n')).c_str());
+    std::fprintf(stderr, "gimp-diffusion-benchmark: error: %s\n",
+                 message.substr(0, message.find('\n')).c_str());
     return 1;
   }
 }

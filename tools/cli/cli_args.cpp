@@ -51,7 +51,8 @@ std::string Args::required(const std::string& name) const {
   return *v;
 }
 
-long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi) {
+long long parse_integer(const std::string& name, const std::string& text, long long lo,
+                        long long hi) {
   char* end = nullptr;
   errno = 0;
   const long long value = std::strtoll(text.c_str(), &end, 10);

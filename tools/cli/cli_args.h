@@ -19,7 +19,8 @@ class UsageError : public std::runtime_error {
 
 class Args {
  public:
-  // `valued` options take a value, `flags` do not. Short aliases map to long names ("-o" -> "output").
+  // `valued` options take a value, `flags` do not. Short aliases map to long names ("-o" ->
+  // "output").
   Args(const std::vector<std::string>& argv, const std::set<std::string>& valued,
        const std::set<std::string>& flags, const std::map<std::string, std::string>& aliases = {});
 
@@ -33,7 +34,8 @@ class Args {
 };
 
 // Option values, strictly: the whole text must be a number. Errors name the option.
-long long parse_integer(const std::string& name, const std::string& text, long long lo, long long hi);
+long long parse_integer(const std::string& name, const std::string& text, long long lo,
+                        long long hi);
 double parse_real(const std::string& name, const std::string& text);
 
 }  // namespace gd::cli

@@ -23,7 +23,8 @@ int run_info(const std::vector<std::string>& argv) {
   request.device = "cpu";
   // Loading the weights (not only reading headers) is what proves the checkpoint usable.
   const Model model = load_model(request);
-  const std::string text = args.flag("json") ? models::describe_json(model.info()) : models::describe_text(model.info());
+  const std::string text =
+      args.flag("json") ? models::describe_json(model.info()) : models::describe_text(model.info());
   std::fputs(text.c_str(), stdout);
   return 0;
 }

@@ -34,16 +34,17 @@ using image_files::write_image_tensor;
 // the model is loaded.
 std::string output_extension(const std::string& path) {
   std::string ext = std::filesystem::path(path).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   if (ext != ".png" && ext != ".safetensors") {
     throw UsageError("output '" + path + "' must end in .png or .safetensors");
   }
   return ext;
 }
 
-const std::set<std::string> kCommonValued = {"model", "sampler", "steps", "eta", "seed", "weights",
-                                             "objective", "device", "output", "bit-depth", "precision",
-                                             "class", "guidance", "guidance-below"};
+const std::set<std::string> kCommonValued = {
+    "model",  "sampler", "steps",     "eta",       "seed",  "weights",  "objective",
+    "device", "output",  "bit-depth", "precision", "class", "guidance", "guidance-below"};
 
 // Reads the options every sampling command shares. Only the syntax is judged here (a number
 // where a number belongs); the values are the engine's to check (check_request).
@@ -56,7 +57,8 @@ Request parse_common(const Args& args, Action action) {
   r.device = args.value("device").value_or("auto");
   r.precision = args.value("precision").value_or("fp32");
   r.sampler = args.value("sampler").value_or("");
-  if (auto steps = args.value("steps")) r.steps = static_cast<int>(parse_integer("steps", *steps, 1, 100000));
+  if (auto steps = args.value("steps"))
+    r.steps = static_cast<int>(parse_integer("steps", *steps, 1, 100000));
   if (auto eta = args.value("eta")) r.eta = parse_real("eta", *eta);
   if (auto seed = args.value("seed")) {
     r.seed = static_cast<std::uint64_t>(parse_integer("seed", *seed, 0, (1LL << 53)));
@@ -104,7 +106,8 @@ class Command {
 
   int run() {
     const bool dry_run = args_.flag("dry-run");
-    const std::string output = dry_run ? args_.value("output").value_or("") : args_.required("output");
+    const std::string output =
+        dry_run ? args_.value("output").value_or("") : args_.required("output");
     const int depth = bit_depth_option(args_);
     if (!output.empty()) output_extension(output);  // a bad extension fails before any work
     if (request_.action != Action::Generate) input_ = read_input(args_);
@@ -117,7 +120,8 @@ class Command {
     progress_->finish();
     if (request_.action == Action::Denoise) {
       std::fprintf(stderr, "denoise: sigma %.4f (%s), %d steps from timestep %.0f\n", result.sigma,
-                   result.sigma_estimated ? "estimated" : "given", result.steps_run, result.start_timestep);
+                   result.sigma_estimated ? "estimated" : "given", result.steps_run,
+                   result.start_timestep);
     }
     save(output, result.image, depth);
     return 0;
@@ -129,13 +133,14 @@ class Command {
   void report_plan(const Model& model, const Plan& plan) const {
     const std::int64_t c = input_.colour.defined() ? input_.colour.size(1) : 0;
     if (c == 1 && model.info().in_channels != 1) {
-      std::fprintf(stderr, "note: gray image replicated into the model's %d channels\n", model.info().in_channels);
+      std::fprintf(stderr, "note: gray image replicated into the model's %d channels\n",
+                   model.info().in_channels);
     } else if (c > 1 && model.info().in_channels == 1) {
       std::fprintf(stderr, "note: colour image averaged into the model's single channel\n");
     }
     const std::string text = plan.describe(model, request_.seed);
-    std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(), model.info().architecture.c_str(), text.c_str(),
-                 plan.device.c_str());
+    std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(),
+                 model.info().architecture.c_str(), text.c_str(), plan.device.c_str());
   }
 
   Callbacks callbacks(const Model& model) {
@@ -143,7 +148,8 @@ class Command {
     Progress* progress = progress_.get();
     Callbacks c;
     c.on_step = [progress](int done, int total) { return progress->update(done, total); };
-    if (model.num_classes() > 0 && request_.action != Action::Generate && request_.class_name.empty()) {
+    if (model.num_classes() > 0 && request_.action != Action::Generate &&
+        request_.class_name.empty()) {
       fit_progress_ = std::make_unique<Progress>(what() + " class fit", "call");
       Progress* fit = fit_progress_.get();
       c.on_class_fit = [fit, progress](int done, int total) {
@@ -169,7 +175,8 @@ class Command {
   void save(const std::string& output, const at::Tensor& colour, int depth) const {
     // Keep the input's precision: 16-bit and float inputs give 16-bit PNGs.
     if (depth == 0) depth = input_.bit_depth > 8 ? 16 : 8;
-    write_image_tensor(output, input_.alpha.defined() ? at::cat({colour, input_.alpha}, 1) : colour, depth);
+    write_image_tensor(output, input_.alpha.defined() ? at::cat({colour, input_.alpha}, 1) : colour,
+                       depth);
   }
 
   const Args& args_;
@@ -185,8 +192,10 @@ int run_generate(const std::vector<std::string>& argv) {
   Command command(args, Action::Generate);
   Request& r = command.request();
   r.seamless = args.flag("seamless");
-  if (auto w = args.value("width")) r.width = static_cast<int>(parse_integer("width", *w, 1, 65536));
-  if (auto h = args.value("height")) r.height = static_cast<int>(parse_integer("height", *h, 1, 65536));
+  if (auto w = args.value("width"))
+    r.width = static_cast<int>(parse_integer("width", *w, 1, 65536));
+  if (auto h = args.value("height"))
+    r.height = static_cast<int>(parse_integer("height", *h, 1, 65536));
   if (auto b = args.value("batch")) r.batch = static_cast<int>(parse_integer("batch", *b, 1, 1024));
   return command.run();
 }

@@ -30,11 +30,26 @@ using Options = std::map<std::string, std::string>;  // option name -> text
 // where and how the forward pass is computed (the weights, the optimizer and the EMA stay
 // float32), so a run may switch between sessions.
 const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
-    {"size", "64"}, {"offset-noise", "0"}, {"batch", "16"}, {"lr", "1e-4"}, {"weight-decay", "0"},
-    {"objective", "epsilon"}, {"schedule", "linear"}, {"timesteps", "1000"}, {"loss", "l2"},
-    {"accumulate", "1"}, {"clip", "1.0"}, {"ema-decay", "0.995"}, {"ema-every", "10"},
-    {"ema-after", "100"}, {"block-channels", "32,64,128"}, {"layers-per-block", "2"},
-    {"attention-stages", "last"}, {"norm-groups", "32"}, {"head-dim", "8"}, {"tile", "no"},
+    {"size", "64"},
+    {"offset-noise", "0"},
+    {"batch", "16"},
+    {"lr", "1e-4"},
+    {"weight-decay", "0"},
+    {"objective", "epsilon"},
+    {"schedule", "linear"},
+    {"timesteps", "1000"},
+    {"loss", "l2"},
+    {"accumulate", "1"},
+    {"clip", "1.0"},
+    {"ema-decay", "0.995"},
+    {"ema-every", "10"},
+    {"ema-after", "100"},
+    {"block-channels", "32,64,128"},
+    {"layers-per-block", "2"},
+    {"attention-stages", "last"},
+    {"norm-groups", "32"},
+    {"head-dim", "8"},
+    {"tile", "no"},
     {"classes", "no"}};
 // Fixed options that a resumed run may still change (they default to the checkpoint's value):
 // the crop size and the offset noise shape what the network is shown, not the network, so a run
@@ -42,16 +57,17 @@ const std::vector<std::pair<std::string, std::string>> kFixedDefaults = {
 // or with offset noise, as a fine-tuning phase.
 const std::set<std::string> kChangeableOnResume = {"size", "offset-noise"};
 const std::vector<std::pair<std::string, std::string>> kFreeDefaults = {
-    {"steps", "10000"}, {"save-every", "1000"}, {"sample-every", "1000"}, {"sample-count", "4"},
-    {"sample-steps", "50"}, {"log-every", "50"}, {"threads", "0"}, {"device", "auto"},
-    {"cooldown", "0"}};
+    {"steps", "10000"},    {"save-every", "1000"}, {"sample-every", "1000"},
+    {"sample-count", "4"}, {"sample-steps", "50"}, {"log-every", "50"},
+    {"threads", "0"},      {"device", "auto"},     {"cooldown", "0"}};
 
 double parse_double(const std::string& name, const std::string& text, double lo, double hi,
                     bool open_low = false) {
   const double value = parse_real(name, text);
   if (value < lo || value > hi || (open_low && value == lo)) {
     char range[96];
-    std::snprintf(range, sizeof range, "%s %g and at most %g", open_low ? "above" : "at least", lo, hi);
+    std::snprintf(range, sizeof range, "%s %g and at most %g", open_low ? "above" : "at least", lo,
+                  hi);
     throw UsageError("--" + name + " must be " + range + ", not " + text);
   }
   return value;
@@ -74,21 +90,29 @@ void interpret_run(Options& r, training::TrainSettings& s) {
   s.steps = parse_integer("steps", r["steps"], 1, 1LL << 40);
   s.cooldown = parse_integer("cooldown", r["cooldown"], 0, 1LL << 40);
   if (s.cooldown > s.steps) {
-    throw UsageError("--cooldown " + r["cooldown"] + " is longer than the run (--steps " + r["steps"] + ")");
+    throw UsageError("--cooldown " + r["cooldown"] + " is longer than the run (--steps " +
+                     r["steps"] + ")");
   }
   s.lr = parse_double("lr", r["lr"], 0, 1, true);
   s.weight_decay = parse_double("weight-decay", r["weight-decay"], 0, 1);
   const std::string& obj = r["objective"];
-  if (obj == "epsilon" || obj == "pred_noise") s.schedule.prediction_type = core::PredictionType::Epsilon;
-  else if (obj == "sample" || obj == "x0" || obj == "pred_x0") s.schedule.prediction_type = core::PredictionType::Sample;
-  else if (obj == "v" || obj == "v_prediction" || obj == "pred_v") s.schedule.prediction_type = core::PredictionType::V;
+  if (obj == "epsilon" || obj == "pred_noise")
+    s.schedule.prediction_type = core::PredictionType::Epsilon;
+  else if (obj == "sample" || obj == "x0" || obj == "pred_x0")
+    s.schedule.prediction_type = core::PredictionType::Sample;
+  else if (obj == "v" || obj == "v_prediction" || obj == "pred_v")
+    s.schedule.prediction_type = core::PredictionType::V;
   else throw UsageError("--objective must be epsilon, sample or v, not '" + obj + "'");
   const std::string& sched = r["schedule"];
   if (sched == "linear") s.schedule.beta_schedule = core::BetaSchedule::Linear;
-  else if (sched == "squaredcos_cap_v2" || sched == "cosine") s.schedule.beta_schedule = core::BetaSchedule::SquaredCosCapV2;
+  else if (sched == "squaredcos_cap_v2" || sched == "cosine")
+    s.schedule.beta_schedule = core::BetaSchedule::SquaredCosCapV2;
   else if (sched == "sigmoid") s.schedule.beta_schedule = core::BetaSchedule::Sigmoid;
-  else throw UsageError("--schedule must be linear, squaredcos_cap_v2 or sigmoid, not '" + sched + "'");
-  s.schedule.num_train_timesteps = static_cast<int>(parse_integer("timesteps", r["timesteps"], 2, 100000));
+  else
+    throw UsageError("--schedule must be linear, squaredcos_cap_v2 or sigmoid, not '" + sched +
+                     "'");
+  s.schedule.num_train_timesteps =
+      static_cast<int>(parse_integer("timesteps", r["timesteps"], 2, 100000));
   // diffusers' DDPM defaults scale with 1000 steps; fewer steps keep the same end points.
   s.schedule.beta_start = 0.0001;
   s.schedule.beta_end = 0.02;
@@ -111,7 +135,8 @@ void interpret_run(Options& r, training::TrainSettings& s) {
   s.tile = r["tile"] == "yes";
   s.classes = r["classes"] == "yes";
   if (s.sample_steps > s.schedule.num_train_timesteps) {
-    throw UsageError("--sample-steps " + r["sample-steps"] + " exceeds --timesteps " + r["timesteps"]);
+    throw UsageError("--sample-steps " + r["sample-steps"] + " exceeds --timesteps " +
+                     r["timesteps"]);
   }
 }
 
@@ -135,7 +160,8 @@ void interpret_unet(Options& r, training::TrainSettings& s) {
     attention[stages - 1] = true;
   } else if (att != "none") {
     for (const std::string& part : split(att, ',')) {
-      const long long stage = parse_integer("attention-stages", part, 0, static_cast<long long>(stages) - 1);
+      const long long stage =
+          parse_integer("attention-stages", part, 0, static_cast<long long>(stages) - 1);
       attention[static_cast<std::size_t>(stage)] = true;
     }
   }
@@ -146,7 +172,8 @@ void interpret_unet(Options& r, training::TrainSettings& s) {
   c.down_blocks.clear();
   c.up_blocks.clear();
   for (std::size_t i = 0; i < stages; ++i) {
-    c.down_blocks.push_back(attention[i] ? models::UNet2DBlock::Attention : models::UNet2DBlock::Plain);
+    c.down_blocks.push_back(attention[i] ? models::UNet2DBlock::Attention
+                                         : models::UNet2DBlock::Plain);
     c.up_blocks.push_back(attention[stages - 1 - i] ? models::UNet2DBlock::Attention
                                                     : models::UNet2DBlock::Plain);
   }
@@ -156,7 +183,8 @@ void interpret_unet(Options& r, training::TrainSettings& s) {
     c.validate("model options");
   } catch (const Error& e) {
     throw UsageError(std::string("--block-channels, --norm-groups and --head-dim do not build a "
-                                 "UNet: ") + e.what());
+                                 "UNet: ") +
+                     e.what());
   }
   if (s.size % c.downsampling_factor() != 0) {
     throw UsageError("--size " + r["size"] + " must be a multiple of " +

@@ -11,7 +11,8 @@ c10::Device parse_device(const std::string& text) {
     return core::parse_device(text);
   } catch (const Error& e) {
     if (text == "cuda") throw;  // a fact about this machine, not a usage error
-    throw UsageError("--" + std::string(e.what()));  // "--device must be auto, cpu or cuda, not 'x'"
+    throw UsageError("--" +
+                     std::string(e.what()));  // "--device must be auto, cpu or cuda, not 'x'"
   }
 }
 

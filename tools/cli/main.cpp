@@ -51,7 +51,8 @@ const char* kUsage =
     "        --block-channels 32,64,128 --layers-per-block 2 --attention-stages last|none|0,2\n"
     "        (none: no attention at all, middle block included: fully convolutional)\n"
     "        --norm-groups 32 --head-dim 8 --seed S --threads N\n"
-    "        --device auto|cpu|cuda (auto) --bf16 (bfloat16 autocast; both may change on --resume)\n"
+    "        --device auto|cpu|cuda (auto) --bf16 (bfloat16 autocast; both may change on "
+    "--resume)\n"
     "        --tile (repeat images smaller than the crop: seamless textures)\n"
     "        --classes (one class per image, named after its file: a class-conditional\n"
     "        model whose --class picks the texture to make variations of)\n"
@@ -99,7 +100,10 @@ std::string one_line(const std::string& text) {
 // "guidance_below" -> "--guidance-below", "class_name" -> "--class", "image" -> "--input").
 std::string option_message(const gd::RequestError& error) {
   const std::string& field = error.field();
-  std::string option = field == "class_name" ? "class" : field == "image" ? "input" : field == "model_path" ? "model" : field;
+  std::string option = field == "class_name"   ? "class"
+                       : field == "image"      ? "input"
+                       : field == "model_path" ? "model"
+                                               : field;
   for (char& c : option) c = c == '_' ? '-' : c;
   option = "--" + option;
   const std::string text = error.what();
@@ -132,7 +136,8 @@ int main(int argc, char** argv) {
     }
     if (command == "train") return gd::cli::run_train(args);
     throw gd::cli::UsageError("unknown command '" + command + "' (try --help)");
-  } catch (const gd::RequestError& e) {  // wrong for any model: usage (2); for this model: failed (1)
+  } catch (
+      const gd::RequestError& e) {  // wrong for any model: usage (2); for this model: failed (1)
     const std::string text = one_line(option_message(e));
     if (!e.about_model()) std::fprintf(stderr, "gimp-diffusion-cli: %s\n", text.c_str());
     else std::fprintf(stderr, "gimp-diffusion-cli: error: %s\n", text.c_str());

@@ -7,7 +7,9 @@
 namespace gd::cli {
 
 Progress::Progress(std::string label, std::string unit)
-    : label_(std::move(label)), unit_(std::move(unit)), terminal_(isatty(STDERR_FILENO) == 1),
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      terminal_(isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()) {}
 
 bool Progress::update(int done, int total) {
@@ -28,8 +30,8 @@ bool Progress::update(int done, int total) {
     const int decile = done * 10 / total;
     if (decile != last_decile_) {
       last_decile_ = decile;
-      std::fprintf(stderr, "%s: %s %d/%d, %.2f %ss/s, %.0fs left\n", label_.c_str(), unit_.c_str(), done,
-                   total, rate, unit_.c_str(), left);
+      std::fprintf(stderr, "%s: %s %d/%d, %.2f %ss/s, %.0fs left\n", label_.c_str(), unit_.c_str(),
+                   done, total, rate, unit_.c_str(), left);
     }
   }
   return true;
