@@ -1,6 +1,9 @@
 #include "models/torchscript_network.h"
 
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 #include <torch/script.h>
+
+#include <mutex>
 
 #include "core/error.h"
 
@@ -14,6 +17,16 @@ std::string first_line(const std::string& text) {
   return end == std::string::npos ? text : text.substr(0, end);
 }
 
+// The TensorExpr fuser groups a scripted module's ops into prim::TensorExprGroup kernels it
+// compiles on the second call; on our CPUs that compilation was seen to spin forever (issue 16:
+// the second no-grad call never returned in Python on the same LibTorch). Our modules are
+// convolution-bound, so fusion buys little: it is switched off for the whole process, once,
+// before the first module runs.
+void make_torchscript_safe() {
+  static std::once_flag once;
+  std::call_once(once, [] { torch::jit::setTensorExprFuserEnabled(false); });
+}
+
 }  // namespace
 
 struct TorchScriptNetwork::Impl {
@@ -23,6 +36,7 @@ struct TorchScriptNetwork::Impl {
 
 TorchScriptNetwork::TorchScriptNetwork(const std::string& module_path, c10::Device device)
     : impl_(std::make_unique<Impl>()) {
+  make_torchscript_safe();
   try {
     impl_->module = torch::jit::load(module_path, device);
   } catch (const std::exception& e) {

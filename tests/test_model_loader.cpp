@@ -1,6 +1,14 @@
 // load_model() end to end: format detection, each format's network against its reference
 // outputs, and the neutral description.
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "core/error.h"
 #include "models/model_loader.h"
@@ -68,6 +76,38 @@ TEST(LoadModel, TorchScriptMatchesPyTorch) {
   const std::string file = "torchscript-tiny/reference.safetensors";
   at::Tensor out = model.network->forward(fixture_tensor(file, "x"), fixture_tensor(file, "t"), {});
   EXPECT_LE(max_abs_diff(out, fixture_tensor(file, "out")), 1e-5);
+}
+
+// A scripted module called again and again, under no-grad, with changing batch sizes: the
+// calls where LibTorch's profiling executor specialises and fuses the graph (the second and
+// later) must return, with the same numbers as the first. The fuser that hung on our CPUs is off.
+TEST(LoadModel, TorchScriptRepeatedCallsFinish) {
+  LoadedModel model = gd::models::load_model(data_path("torchscript-tiny"));
+  EXPECT_FALSE(torch::jit::tensorExprFuserEnabled());
+  const std::string file = "torchscript-tiny/reference.safetensors";
+  const at::Tensor x = fixture_tensor(file, "x"), t = fixture_tensor(file, "t");
+  const at::Tensor expected = fixture_tensor(file, "out");
+  std::atomic<bool> done{false};
+  std::thread watchdog([&done] {
+    for (int i = 0; i < 1200 && !done; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!done) {
+      std::fprintf(stderr, "TorchScript calls still running after 120 s: hung\n");
+      std::_Exit(1);
+    }
+  });
+  at::NoGradGuard no_grad;
+  for (int round = 0; round < 4; ++round) {
+    for (std::int64_t batch : {1, 2, 3, 1, 4}) {
+      const at::Tensor xb = x.narrow(0, 0, 1).expand({batch, -1, -1, -1}).contiguous();
+      const at::Tensor tb = t.narrow(0, 0, 1).expand({batch}).contiguous();
+      const at::Tensor out = model.network->forward(xb, tb, {});
+      EXPECT_LE(max_abs_diff(out, expected.narrow(0, 0, 1).expand_as(out)), 1e-5)
+          << "batch " << batch;
+    }
+  }
+  done = true;
+  watchdog.join();
 }
 
 TEST(LoadModel, TorchScriptForwardErrorsAreOneLine) {
