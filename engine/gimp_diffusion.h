@@ -55,8 +55,10 @@ struct Request {
   std::string device = "auto";     // auto (CUDA when present), cpu, cuda
   std::string precision = "fp32";  // fp32 or bf16 (the network's dtype; sampling stays fp32)
   std::string weights;             // Trainer checkpoints: "ema" or "model"; empty: the format's own
-  std::string
-      objective;  // Trainer checkpoints: pred_noise, pred_x0 or pred_v; empty: from the file
+  std::string objective;           // Trainer checkpoints: pred_noise, pred_x0 or pred_v;
+                                   // empty: from the file
+  bool kernel_check = true;        // check the convolutions at load and reroute wrong kernels
+                                   // (models/conv_guard.h); GD_NO_KERNEL_CHECK also turns it off
 
   // Sampling.
   std::string sampler;  // empty: the model's own (default_sampler)
@@ -109,6 +111,10 @@ class Model {
   const models::ModelInfo& info() const;
   std::string device() const;  // "cpu", "cuda:0"
   std::string default_sampler() const;
+  // "18 convolution configurations checked in 0.4 s, 0 of 22 layers rerouted", or "" when the
+  // check was skipped (Request::kernel_check, GD_NO_KERNEL_CHECK, TorchScript models).
+  std::string kernel_check() const;
+  int rerouted_convolutions() const;  // layers the check moved to LibTorch's own kernel
   int num_classes() const;
   // "3 (bricks)", or "3" for a model without class names.
   std::string describe_class(std::int64_t k) const;

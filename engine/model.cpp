@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -41,6 +42,7 @@ models::LoadOptions load_options(const Request& request) {
                        "weights must be 'ema' or 'model', not '" + request.weights + "'");
   }
   load.weights = request.weights;
+  load.kernel_check = request.kernel_check;
   if (!request.objective.empty()) {
     const std::string& o = request.objective;
     if (o != "pred_noise" && o != "pred_x0" && o != "pred_v") {
@@ -81,6 +83,18 @@ std::string Model::device() const { return impl_->load.device.str(); }
 std::string Model::default_sampler() const {
   return core::default_sampler(impl_->pipeline.schedule);
 }
+std::string Model::kernel_check() const {
+  const models::ConvCheckReport& r = impl_->loaded.kernel_check;
+  if (!r.ran) return "";
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.2f", r.seconds);
+  return std::to_string(r.configurations) + " convolution configurations checked in " + seconds +
+         " s, " + std::to_string(r.rerouted) + " of " + std::to_string(r.layers) +
+         " layers rerouted to LibTorch's own kernel";
+}
+
+int Model::rerouted_convolutions() const { return impl_->loaded.kernel_check.rerouted; }
+
 int Model::num_classes() const { return impl_->pipeline.num_classes; }
 std::string Model::describe_class(std::int64_t k) const {
   return models::describe_class(impl_->loaded.info.class_names, k);

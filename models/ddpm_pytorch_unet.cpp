@@ -365,12 +365,12 @@ DdpmUnet::DdpmUnet(const DdpmUnetConfig& config, c10::TensorOptions options)
 namespace {
 
 // circular: wrap-around padding instead of zeros (seamless, tileable output; see Network).
-at::Tensor conv(bool circular, const at::Tensor& x, const at::Tensor& weight,
-                const at::Tensor& bias, std::int64_t padding) {
+at::Tensor conv(const ConvRoutes& routes, bool circular, const at::Tensor& x,
+                const at::Tensor& weight, const at::Tensor& bias, std::int64_t padding) {
   if (circular && padding > 0) {
-    return at::conv2d(circular_pad(x, padding, padding, padding, padding), weight, bias);
+    return conv2d(routes, circular_pad(x, padding, padding, padding, padding), weight, bias, 1, 0);
   }
-  return at::conv2d(x, weight, bias, /*stride=*/{1, 1}, /*padding=*/{padding, padding});
+  return conv2d(routes, x, weight, bias, /*stride=*/1, padding);
 }
 
 }  // namespace
@@ -402,19 +402,21 @@ at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, bool 
   at::Tensor ss = at::linear(at::silu(time_emb), b.mlp_weight, b.mlp_bias);  // [N, 2 C]
   ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                           // [N, 2 C, 1, 1]
   auto chunks = ss.chunk(2, 1);
-  at::Tensor h =
-      rms_norm(conv(circular, x, b.proj1.weight, b.proj1.bias, 1), b.norm1_g);  // [N, C, H, W]
+  at::Tensor h = rms_norm(conv(conv_routes_, circular, x, b.proj1.weight, b.proj1.bias, 1),
+                          b.norm1_g);  // [N, C, H, W]
   h = at::silu(h * (chunks[0] + 1) + chunks[1]);
-  h = at::silu(rms_norm(conv(circular, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
-  at::Tensor skip = b.res_conv ? conv(circular, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
+  h = at::silu(
+      rms_norm(conv(conv_routes_, circular, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
+  at::Tensor skip =
+      b.res_conv ? conv(conv_routes_, circular, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
   return h + skip;
 }
 
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
   const std::int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const std::int64_t heads = a.heads, d = a.dim_head;
-  at::Tensor qkv =
-      conv(/*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {}, 0);  // [N, 3 heads d, H, W]
+  at::Tensor qkv = conv(conv_routes_, /*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {},
+                        0);  // [N, 3 heads d, H, W]
   auto parts = qkv.chunk(3, 1);
   // Channels split as (heads, d), heads outermost.
   at::Tensor q = parts[0].reshape({n, heads, d, h * w});  // [N, heads, d, HW]
@@ -431,7 +433,7 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
     at::Tensor attn = sim.softmax(-1);
     out = at::einsum("bhij,bhjd->bhid", {attn, v});  // [N, heads, HW, d]
     out = out.permute({0, 1, 3, 2}).reshape({n, heads * d, h, w});
-    return conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0);
+    return conv(conv_routes_, /*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0);
   }
   // Linear attention: queries softmaxed over the feature axis, keys over positions.
   k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k},
@@ -442,7 +444,8 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
   at::Tensor context = at::einsum("bhdn,bhen->bhde", {k, v});  // [N, heads, d, d]
   out = at::einsum("bhde,bhdn->bhen", {context, q});           // [N, heads, d, HW]
   out = out.reshape({n, heads * d, h, w});
-  return rms_norm(conv(/*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0), a.out_norm_g);
+  return rms_norm(conv(conv_routes_, /*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0),
+                  a.out_norm_g);
 }
 
 at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
@@ -476,7 +479,8 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     x = at::cat({cond, x}, 1);  // [N, 2 C, H, W], condition first
   }
 
-  x = conv(circular, x, init_conv_.weight, init_conv_.bias, 3);  // [N, init_dim, H, W]
+  x = conv(conv_routes_, circular, x, init_conv_.weight, init_conv_.bias,
+           3);  // [N, init_dim, H, W]
   const at::Tensor r = x;
   const at::Tensor temb = time_embedding(t);  // [N, 4 dim]
 
@@ -489,7 +493,7 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     skips.push_back(x);
     // Downsample: 'b c (h 2) (w 2) -> b (c 2 2) h w' is pixel_unshuffle, then a 1x1 conv.
     if (s.rescale) x = at::pixel_unshuffle(x, 2);
-    x = conv(circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(conv_routes_, circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
   x = run_resnet(mid_block1_, x, circular, temb);  // [N, mid, H / f, W / f]
@@ -507,12 +511,13 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     if (s.rescale) {
       x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}, 2.0, 2.0);  // [N, C, 2H, 2W]
     }
-    x = conv(circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(conv_routes_, circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
   x = at::cat({x, r}, 1);  // [N, 2 init_dim, H, W]
   x = run_resnet(final_res_block_, x, circular, temb);
-  return conv(circular, x, final_conv_.weight, final_conv_.bias, 0);  // [N, out_dim, H, W]
+  return conv(conv_routes_, circular, x, final_conv_.weight, final_conv_.bias,
+              0);  // [N, out_dim, H, W]
 }
 
 }  // namespace gd::models

@@ -257,14 +257,14 @@ namespace {
 
 // circular: wrap-around padding instead of zeros, so the image's left edge continues its right
 // edge (and top its bottom): the network then sees a torus and its output tiles seamlessly.
-at::Tensor conv2d(bool circular, const at::Tensor& x, const at::Tensor& weight,
-                  const at::Tensor& bias, std::int64_t stride, std::int64_t padding) {
+at::Tensor conv2d(const ConvRoutes& routes, bool circular, const at::Tensor& x,
+                  const at::Tensor& weight, const at::Tensor& bias, std::int64_t stride,
+                  std::int64_t padding) {
   if (circular && padding > 0) {
-    const std::int64_t none = 0;
-    return at::conv2d(circular_pad(x, padding, padding, padding, padding), weight, bias,
-                      {stride, stride}, {none, none});
+    return models::conv2d(routes, circular_pad(x, padding, padding, padding, padding), weight, bias,
+                          stride, 0);
   }
-  return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+  return models::conv2d(routes, x, weight, bias, stride, padding);
 }
 
 at::Tensor upsample2x(const at::Tensor& x) {  // [N, C, H, W] -> [N, C, 2H, 2W]
@@ -303,7 +303,7 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const
     input = at::avg_pool2d(input, {2, 2}, {2, 2});  // [N, Cin, H/2, W/2]
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
   }
-  h = conv2d(circular, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(conv_routes_, circular, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
   // The block applies act_fn to the time embedding itself before projecting it.
   at::Tensor t = at::linear(activation(temb), r.time_emb_proj.weight, r.time_emb_proj.bias)
                      .unsqueeze(-1)
@@ -315,10 +315,11 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const
   } else {
     h = group_norm(r.norm2, h.add_(t));  // h is conv1's fresh output
   }
-  h = conv2d(circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1,
+  h = conv2d(conv_routes_, circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1,
              1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
-    input = conv2d(circular, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
+    input =
+        conv2d(conv_routes_, circular, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
   at::Tensor out = h.add_(input);  // input + h: conv2's fresh output takes the sum
   // Dividing by 1 is exact, so skipping it changes nothing.
@@ -399,7 +400,8 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
     temb = temb + class_rows(labels).to(temb.scalar_type());  // [N, T]
   }
 
-  at::Tensor h = conv2d(circular, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
+  at::Tensor h =
+      conv2d(conv_routes_, circular, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
   std::vector<at::Tensor> skips{h};  // consumed from the back on the way up
 
   for (const Block& block : down_blocks_) {
@@ -412,7 +414,7 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
       if (block.zero_pad) {  // right, bottom
         h = circular ? circular_pad(h, 0, 1, 0, 1) : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
       }
-      h = conv2d(circular, h, block.resample_conv->weight, block.resample_conv->bias,
+      h = conv2d(conv_routes_, circular, h, block.resample_conv->weight, block.resample_conv->bias,
                  block.resample_conv->stride, block.resample_conv->padding);  // [N, C, H/2, W/2]
       skips.push_back(h);
     } else if (block.resample_resnet) {
@@ -436,14 +438,16 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
     }
     if (block.resample_conv) {
       h = upsample2x(h);  // [N, C, 2H, 2W]
-      h = conv2d(circular, h, block.resample_conv->weight, block.resample_conv->bias, 1, 1);
+      h = conv2d(conv_routes_, circular, h, block.resample_conv->weight, block.resample_conv->bias,
+                 1, 1);
     } else if (block.resample_resnet) {
       h = run_resnet(*block.resample_resnet, h, temb, circular);  // [N, C, 2H, 2W]
     }
   }
 
-  h = at::silu(group_norm(conv_norm_out_, h));                         // [N, C0, H, W]
-  return conv2d(circular, h, conv_out_.weight, conv_out_.bias, 1, 1);  // [N, Cout, H, W]
+  h = at::silu(group_norm(conv_norm_out_, h));  // [N, C0, H, W]
+  return conv2d(conv_routes_, circular, h, conv_out_.weight, conv_out_.bias, 1,
+                1);  // [N, Cout, H, W]
 }
 
 }  // namespace gd::models

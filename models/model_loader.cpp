@@ -76,7 +76,12 @@ LoadedModel load_model(const std::string& path, const LoadOptions& options) {
       model = load_ddpm_pytorch(model_header::read_ddpm(source.path, options), options);
       break;
   }
-  if (options.channels_last && model.network->params()) model.network->params()->to_channels_last();
+  ParamStore* params = model.network->params();
+  if (options.channels_last && params) params->to_channels_last();
+  if (options.kernel_check && kernel_check_wanted() && params) {
+    model.network->set_conv_routes(
+        check_convolutions(*params, options.channels_last, &model.kernel_check));
+  }
   return model;
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "core/schedule.h"
+#include "models/conv_guard.h"
 #include "models/ddpm_pytorch_checkpoint.h"
 #include "models/model_info.h"
 #include "models/network.h"
@@ -35,6 +36,9 @@ struct LoadOptions {
   // Convolution weights laid out channels-last: faster kernels, same results up to float
   // rounding (well inside the 1e-4 the reference checks allow).
   bool channels_last = true;
+  // Check the network's convolutions against LibTorch's own kernel and reroute the wrong ones
+  // (models/conv_guard.h). Off also with GD_NO_KERNEL_CHECK set.
+  bool kernel_check = true;
 };
 
 struct LoadedModel {
@@ -44,6 +48,7 @@ struct LoadedModel {
   // For denoising-diffusion-pytorch checkpoints: the diffusion buffers exactly as stored, so
   // that sampling uses the package's own float32 tables.
   std::optional<DdpmDiffusionSettings> ddpm;
+  ConvCheckReport kernel_check;  // ran == false when skipped (or a TorchScript network)
 };
 
 // What kind of model `path` holds, from names and magic bytes only (no weights are read).

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "core/conditioning.h"
+#include "models/conv_guard.h"
 #include "models/param_store.h"
 
 namespace gd::models {
@@ -39,6 +40,13 @@ class Network {
 
   // Parameters by checkpoint name (empty for TorchScript networks, which own theirs).
   virtual ParamStore* params() { return nullptr; }
+
+  // The convolutions that run on LibTorch's own kernel (models/conv_guard.h); set once by the
+  // loader, before the network is shared.
+  void set_conv_routes(ConvRoutes routes) { conv_routes_ = std::move(routes); }
+
+ protected:
+  ConvRoutes conv_routes_;
 };
 
 // Checks the labels against num_classes (shared by the implementations); kMeanClassLabel only

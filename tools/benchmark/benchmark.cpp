@@ -167,6 +167,10 @@ int main(int argc, char** argv) {
           config, at::TensorOptions().dtype(load.dtype).device(load.device));
       for (auto& [name, p] : unet->params()->all()) p.normal_(0, 0.02);
       if (load.channels_last) unet->params()->to_channels_last();
+      if (gd::models::kernel_check_wanted()) {
+        unet->set_conv_routes(gd::models::check_convolutions(*unet->params(), load.channels_last,
+                                                             &loaded.kernel_check));
+      }
       loaded.info.architecture = "UNet2DModel (random weights)";
       loaded.info.parameter_count = unet->params()->count();
       loaded.info.in_channels = static_cast<int>(config.in_channels);
@@ -247,6 +251,14 @@ int main(int argc, char** argv) {
         static_cast<long long>(images.size(3)), static_cast<long long>(images.size(2)),
         options.batch, options.sampler.c_str(), network_calls, load.device.str().c_str(),
         at::get_num_threads(), load.channels_last ? "channels-last" : "contiguous");
+    const gd::models::ConvCheckReport& check = loaded.kernel_check;
+    if (check.ran) {
+      std::printf(
+          "kernel check:        %d configurations in %.2f s at load, %d of %d layers rerouted\n",
+          check.configurations, check.seconds, check.rerouted, check.layers);
+    } else {
+      std::printf("kernel check:        skipped\n");
+    }
     std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
     std::printf("guidance:            %s%s\n", guidance.empty() ? "off" : guidance.c_str(),
                 guidance.empty()                          ? ""

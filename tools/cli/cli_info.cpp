@@ -9,11 +9,12 @@
 namespace gd::cli {
 
 int run_info(const std::vector<std::string>& argv) {
-  Args args(argv, {"model", "weights", "objective"}, {"json", "help"});
+  Args args(argv, {"model", "weights", "objective"}, {"json", "help", "no-kernel-check"});
   if (args.flag("help")) {
     std::puts(
         "usage: gimp-diffusion-cli info --model PATH [--weights ema|model]\n"
-        "                              [--objective pred_noise|pred_x0|pred_v] [--json]");
+        "                              [--objective pred_noise|pred_x0|pred_v] [--json]\n"
+        "                              [--no-kernel-check]");
     return 0;
   }
   Request request;
@@ -21,11 +22,15 @@ int run_info(const std::vector<std::string>& argv) {
   request.weights = args.value("weights").value_or("");
   request.objective = args.value("objective").value_or("");
   request.device = "cpu";
+  request.kernel_check = !args.flag("no-kernel-check");
   // Loading the weights (not only reading headers) is what proves the checkpoint usable.
   const Model model = load_model(request);
   const std::string text =
       args.flag("json") ? models::describe_json(model.info()) : models::describe_text(model.info());
   std::fputs(text.c_str(), stdout);
+  if (!args.flag("json") && !model.kernel_check().empty()) {
+    std::printf("kernel check:       %s\n", model.kernel_check().c_str());
+  }
   return 0;
 }
 

@@ -54,6 +54,7 @@ Request parse_common(const Args& args, Action action) {
   r.model_path = args.value("model").value_or("");
   r.weights = args.value("weights").value_or("");
   r.objective = args.value("objective").value_or("");
+  r.kernel_check = !args.flag("no-kernel-check");
   r.device = args.value("device").value_or("auto");
   r.precision = args.value("precision").value_or("fp32");
   r.sampler = args.value("sampler").value_or("");
@@ -138,6 +139,9 @@ class Command {
     } else if (c > 1 && model.info().in_channels == 1) {
       std::fprintf(stderr, "note: colour image averaged into the model's single channel\n");
     }
+    if (model.rerouted_convolutions() > 0) {
+      std::fprintf(stderr, "note: %s\n", model.kernel_check().c_str());
+    }
     const std::string text = plan.describe(model, request_.seed);
     std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(),
                  model.info().architecture.c_str(), text.c_str(), plan.device.c_str());
@@ -188,7 +192,7 @@ class Command {
 int run_generate(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"width", "height", "batch"});
-  Args args(argv, valued, {"seamless", "dry-run"}, {{"-o", "output"}});
+  Args args(argv, valued, {"seamless", "dry-run", "no-kernel-check"}, {{"-o", "output"}});
   Command command(args, Action::Generate);
   Request& r = command.request();
   r.seamless = args.flag("seamless");
@@ -203,7 +207,8 @@ int run_generate(const std::vector<std::string>& argv) {
 int run_img2img(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"input", "strength"});
-  Args args(argv, valued, {"seamless", "dry-run"}, {{"-o", "output"}, {"-i", "input"}});
+  Args args(argv, valued, {"seamless", "dry-run", "no-kernel-check"},
+            {{"-o", "output"}, {"-i", "input"}});
   Command command(args, Action::Img2img);
   Request& r = command.request();
   r.seamless = args.flag("seamless");
@@ -214,7 +219,7 @@ int run_img2img(const std::vector<std::string>& argv) {
 int run_denoise(const std::vector<std::string>& argv) {
   std::set<std::string> valued = kCommonValued;
   valued.insert({"input", "sigma"});
-  Args args(argv, valued, {"dry-run"}, {{"-o", "output"}, {"-i", "input"}});
+  Args args(argv, valued, {"dry-run", "no-kernel-check"}, {{"-o", "output"}, {"-i", "input"}});
   Command command(args, Action::Denoise);
   const std::string sigma = args.value("sigma").value_or("auto");
   if (sigma != "auto") command.request().sigma = parse_real("sigma", sigma);
