@@ -45,6 +45,9 @@ void check_sampling(const core::PipelineModel& model, const Request& r) {
                        /*about_model=*/true);
   }
   if (!(r.eta >= 0 && r.eta <= 1)) throw RequestError("eta", "eta must be between 0 and 1");
+  if (r.threads < 0 || r.threads > 1024) {
+    throw RequestError("threads", "threads must be between 0 (automatic) and 1024");
+  }
 }
 
 // The size a run works on: the generated images', or the input's.

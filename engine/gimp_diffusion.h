@@ -60,6 +60,10 @@ struct Request {
   bool kernel_check = true;        // check the convolutions at load and reroute wrong kernels
                                    // (models/conv_guard.h); GD_NO_KERNEL_CHECK also turns it off
 
+  // CPU intra-op threads for the run; 0: automatic (core/thread_policy.h: all cores on an idle
+  // machine, fewer when other processes keep cores busy, measured at the start of run()).
+  int threads = 0;
+
   // Sampling.
   std::string sampler;  // empty: the model's own (default_sampler)
   int steps = 0;        // 0: the sampler's default
@@ -166,6 +170,9 @@ struct Callbacks {
   StepFn on_class_fit;  // after each network call of the best-fitting class search
   // Once per run with the class of each image, as soon as it is known (after the best fit).
   std::function<void(const std::vector<std::int64_t>&)> on_classes;
+  // Once per run, before the first step: the threads it uses, e.g. "1 thread (automatic: 2
+  // cores, 1.0 busy elsewhere)".
+  std::function<void(int threads, const std::string& description)> on_threads;
 };
 
 struct Result {
@@ -175,6 +182,7 @@ struct Result {
   bool sigma_estimated = false;
   int steps_run = 0;            // denoise: 0 when the image is below the model's finest level
   double start_timestep = 0.0;  // denoise
+  int threads = 0;              // CPU intra-op threads the run used
 };
 
 // Runs a request (checking it first). image: the input for img2img and denoise, undefined for

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "core/pipeline.h"
+#include "core/thread_policy.h"
 #include "engine/model_impl.h"
 
 namespace gd {
@@ -31,6 +32,9 @@ Result run(const Model& model, const Request& request, const at::Tensor& image,
   Result result;
   core::RunOptions run = engine_internal::run_options(model, request);
   add_callbacks(run, callbacks, result);
+  const core::ThreadChoice threads = core::apply_thread_policy(request.threads);
+  result.threads = threads.threads;
+  if (callbacks.on_threads) callbacks.on_threads(threads.threads, threads.describe());
   if (request.action == Action::Generate) {
     core::GenerateOptions options;
     static_cast<core::RunOptions&>(options) = run;

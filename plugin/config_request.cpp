@@ -30,9 +30,11 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
   if (r.sampler == "default") r.sampler.clear();
   r.device = get_string(config, "device");
   r.class_name = get_string(config, "class");
-  int steps = 0, seed = -1;
+  int steps = 0, seed = -1, threads = 0;
   double eta = 0.0, guidance = 0.0;
   g_object_get(config, "steps", &steps, "eta", &eta, "seed", &seed, "guidance", &guidance, nullptr);
+  if (has_property(config, "threads")) g_object_get(config, "threads", &threads, nullptr);
+  r.threads = threads;
   r.steps = steps;
   r.eta = eta;
   if (guidance != 0.0) r.guidance = guidance;  // 0: the model's default

@@ -58,6 +58,11 @@ void add_common_arguments(GimpProcedure* procedure) {
                                   nullptr, "cuda", 2, "CUDA",
                                   "An NVIDIA GPU (fails when none is usable)", nullptr),
       "auto", G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument(
+      procedure, "threads", "CPU _threads",
+      "CPU threads; 0: automatic (all cores on an idle machine, fewer when other programs keep "
+      "cores busy)",
+      0, 1024, 0, G_PARAM_READWRITE);
   gimp_procedure_add_string_argument(
       procedure, "class", "_Class",
       "Class-conditional models (the bundled one: one class per GIMP pattern it learned): the "

@@ -44,6 +44,9 @@ Callbacks progress_callbacks(Action action) {
                   total);
     return true;
   };
+  c.on_threads = [action](int, const std::string& text) {
+    show_progress(action, "running on " + text, 0, 1);
+  };
   // The search for the best-fitting class (a few seconds on a CPU) comes before the steps.
   c.on_class_fit = [action](int done, int total) {
     show_progress(action,

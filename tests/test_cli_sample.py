@@ -226,6 +226,17 @@ class BadOptions(unittest.TestCase):
     def test_eta(self):
         self.expect_failure(*self.gen("--eta", "-0.5"), needle="--eta")
 
+    def test_threads(self):
+        self.expect_failure(*self.gen("--threads", "-1"), needle="--threads")
+        self.expect_failure(*self.gen("--threads", "two"), needle="--threads")
+        # 0: automatic, or OMP_NUM_THREADS when set (meson test sets 1); the count is printed.
+        for value, pattern in (("0", r"generate: \d+ threads? \((automatic: |OMP_NUM_THREADS)"),
+                               ("1", r"generate: 1 thread \(explicit\)")):
+            code, _, err = run(*self.gen("--threads", value, "--steps", "2", "--seed", "1"))
+            self.assertEqual(code, 0, err)
+            self.assertRegex(err, pattern)
+            os.remove(self.out)
+
     def test_size_too_large_is_refused_before_allocating(self):
         self.expect_failure(*self.gen("--width", "60000", "--height", "60000"), needle="limit")
         self.expect_failure(*self.gen("--width", "0"), needle="--width")

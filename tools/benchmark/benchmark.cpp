@@ -5,7 +5,13 @@
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
 //                            [--layout channels_last|contiguous] [--guidance W]
 //                            [--guidance-below T] [--guidance-batch on|off] [--seamless]
+//                            [--background-load 0|1]
 //
+// --threads 0 (the default) applies the automatic thread policy (core/thread_policy.h), N > 0
+// forces N. --background-load 1 starts a busy-loop child process pinned to one core
+// (sched_setaffinity) before the thread decision and the warm-up, and stops it after the timed
+// run: a desktop where another program keeps one core busy. The child also ends by itself
+// after 15 minutes and when the benchmark dies.
 // --guidance-batch off evaluates a guided step's two halves in two calls of N instead of one of
 // 2N (the speed before batched guidance).
 // Reports network time per call (one per step; on guided steps one of 2N, or two with
@@ -23,7 +29,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/record_function.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,6 +51,7 @@
 
 #include "core/memory_policy.h"
 #include "core/pipeline.h"
+#include "core/thread_policy.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
 #include "models/model_loader.h"
@@ -123,6 +135,38 @@ void end_op(const at::RecordFunction& fn, at::ObserverContext* context) {
 // Through the hooks interface, so the benchmark also builds against a CPU-only LibTorch.
 void sync_cuda() { at::detail::getCUDAHooks().deviceSynchronize(0); }
 
+// A bounded busy loop in a child process pinned to one core; returns its pid (-1 on failure).
+// The last core this process may run on (under taskset too).
+pid_t start_background_load() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  int core = 0;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &allowed)) core = c;
+    }
+  }
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(core, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+  const auto end = Clock::now() + std::chrono::minutes(15);
+  volatile unsigned long long x = 0;
+  while (Clock::now() < end) {
+    for (int i = 0; i < 1000000; ++i) x = x + i;
+  }
+  _exit(0);
+}
+
+void stop_background_load(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+}
+
 std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (argv[i] == "--" + name) return argv[i + 1];
@@ -142,12 +186,13 @@ int main(int argc, char** argv) {
                    "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
                    "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
                    "[--layout channels_last|contiguous] [--precision fp32|bf16] [--guidance W] "
-                   "[--guidance-below T] [--seamless] "
+                   "[--guidance-below T] [--seamless] [--background-load 0|1] "
                    "(or --config UNET_CONFIG_JSON for random weights)\n");
       return 2;
     }
     const int threads = std::stoi(arg(argc, argv, "threads", "0"));
-    if (threads > 0) at::set_num_threads(threads);
+    if (threads < 0) throw std::runtime_error("--threads must be 0 (automatic) or more");
+    const bool background_load = arg(argc, argv, "background-load", "0") == "1";
     const std::string device_name = arg(argc, argv, "device", "cpu");
     if (device_name == "cuda" && !at::hasCUDA()) throw std::runtime_error("no CUDA device");
     gd::models::LoadOptions load;
@@ -225,6 +270,18 @@ int main(int argc, char** argv) {
     at::addGlobalCallback(
         at::RecordFunctionCallback(start_op, end_op).scopes({at::RecordScope::FUNCTION}));
 
+    pid_t load_pid = -1;
+    if (background_load) {
+      load_pid = start_background_load();
+      if (load_pid < 0) throw std::runtime_error("cannot start the background load");
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it reach its core
+    }
+    struct LoadGuard {
+      pid_t pid;
+      ~LoadGuard() { stop_background_load(pid); }
+    } load_guard{load_pid};
+    const gd::core::ThreadChoice thread_choice = gd::core::apply_thread_policy(threads);
+
     // Warm-up: one step, not counted (first-call allocations, kernel selection).
     gd::core::GenerateOptions warm = options;
     warm.steps = 1;
@@ -238,6 +295,8 @@ int main(int argc, char** argv) {
     if (cuda) sync_cuda();
     const double total = std::chrono::duration<double>(Clock::now() - start).count();
     g_counting = false;
+    stop_background_load(load_guard.pid);
+    load_guard.pid = -1;
 
     struct rusage usage {};
     getrusage(RUSAGE_SELF, &usage);
@@ -259,6 +318,9 @@ int main(int argc, char** argv) {
     } else {
       std::printf("kernel check:        skipped\n");
     }
+    std::printf("threads:             %s\n", thread_choice.describe().c_str());
+    std::printf("background load:     %s\n",
+                background_load ? "1 busy process pinned to one core" : "none");
     std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
     std::printf("guidance:            %s%s\n", guidance.empty() ? "off" : guidance.c_str(),
                 guidance.empty()                          ? ""

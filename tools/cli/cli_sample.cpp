@@ -42,9 +42,10 @@ std::string output_extension(const std::string& path) {
   return ext;
 }
 
-const std::set<std::string> kCommonValued = {
-    "model",  "sampler", "steps",     "eta",       "seed",  "weights",  "objective",
-    "device", "output",  "bit-depth", "precision", "class", "guidance", "guidance-below"};
+const std::set<std::string> kCommonValued = {"model",    "sampler",        "steps",     "eta",
+                                             "seed",     "weights",        "objective", "device",
+                                             "output",   "bit-depth",      "precision", "class",
+                                             "guidance", "guidance-below", "threads"};
 
 // Reads the options every sampling command shares. Only the syntax is judged here (a number
 // where a number belongs); the values are the engine's to check (check_request).
@@ -57,6 +58,8 @@ Request parse_common(const Args& args, Action action) {
   r.kernel_check = !args.flag("no-kernel-check");
   r.device = args.value("device").value_or("auto");
   r.precision = args.value("precision").value_or("fp32");
+  if (auto threads = args.value("threads"))
+    r.threads = static_cast<int>(parse_integer("threads", *threads, 0, 1024));
   r.sampler = args.value("sampler").value_or("");
   if (auto steps = args.value("steps"))
     r.steps = static_cast<int>(parse_integer("steps", *steps, 1, 100000));
@@ -152,6 +155,10 @@ class Command {
     Progress* progress = progress_.get();
     Callbacks c;
     c.on_step = [progress](int done, int total) { return progress->update(done, total); };
+    const std::string label = what();
+    c.on_threads = [label](int, const std::string& text) {
+      std::fprintf(stderr, "%s: %s\n", label.c_str(), text.c_str());
+    };
     if (model.num_classes() > 0 && request_.action != Action::Generate &&
         request_.class_name.empty()) {
       fit_progress_ = std::make_unique<Progress>(what() + " class fit", "call");
@@ -164,7 +171,6 @@ class Command {
         }
         return true;
       };
-      const std::string label = what();
       c.on_classes = [&model, label](const std::vector<std::int64_t>& classes) {
         std::string text;
         for (std::size_t i = 0; i < classes.size(); ++i) {

@@ -73,6 +73,8 @@ const char* kUsage =
     "  --device auto|cpu|cuda   default auto: CUDA when present\n"
     "  --precision fp32|bf16    network precision (default fp32, exact; bf16 is ~3x faster\n"
     "                   on CPUs with AVX-512 bf16, close but not equal to the reference)\n"
+    "  --threads N      CPU threads, 0 or more (default 0: automatic, all cores on an idle\n"
+    "                   machine, fewer when other programs keep cores busy)\n"
     "  --weights ema|model, --objective OBJ   as for info\n"
     "  --bit-depth 8|16 PNG output depth (default: the input's, or 8)\n"
     "  --class NAME|N   class-conditional models: the class (info lists them). Default:\n"
