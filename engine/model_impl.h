@@ -13,4 +13,9 @@ struct Model::Impl {
   core::PipelineModel pipeline;  // borrows loaded.network (Impl lives on the heap, never moves)
 };
 
+namespace engine_internal {
+// The core options of a checked request (check_request.cpp): shared by check_request and run.
+core::RunOptions run_options(const Model& model, const Request& r);
+}  // namespace engine_internal
+
 }  // namespace gd

@@ -8,10 +8,6 @@
 
 namespace gd {
 
-namespace engine_internal {
-core::RunOptions run_options(const Model& model, const Request& r);  // check_request.cpp
-}
-
 namespace {
 
 void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& result) {
