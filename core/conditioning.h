@@ -21,7 +21,23 @@ inline constexpr std::int64_t kMeanClassLabel = -1;
 enum class Padding {
   Zeros,     // the networks' own (and the reference's) zero padding
   Circular,  // wrap-around: left meets right and top meets bottom, so the output tiles
+  // Wrap-around along one axis, zeros along the other: a window of a tiled seamless canvas that
+  // spans the whole canvas along that axis (core/tiling.h).
+  CircularWidth,   // left meets right
+  CircularHeight,  // top meets bottom
 };
+
+inline bool wraps_width(Padding p) { return p == Padding::Circular || p == Padding::CircularWidth; }
+inline bool wraps_height(Padding p) {
+  return p == Padding::Circular || p == Padding::CircularHeight;
+}
+// The padding that wraps the axes given.
+inline Padding padding_wrapping(bool width, bool height) {
+  if (width && height) return Padding::Circular;
+  if (width) return Padding::CircularWidth;
+  if (height) return Padding::CircularHeight;
+  return Padding::Zeros;
+}
 
 struct Conditioning {
   // Class-conditional networks: [N] or [1] int64 labels, each in [0, classes) or

@@ -79,17 +79,24 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
   return best_fitting_classes(model, x, min_timestep, options.on_class_fit);
 }
 
-// The callback the sampler runs: the network in float32 under the run's classes (reported
-// through options.on_classes) and padding, guided where the run asks for it.
+// The callback the sampler runs on a canvas x: the network in float32, fused from windows where
+// the options tile, under the run's classes (reported through options.on_classes) and padding,
+// guided where the run asks for it.
 ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes,
-                    Padding padding, const Guidance& guidance, const RunOptions& options) {
+                    Padding padding, const Guidance& guidance, const RunOptions& options,
+                    const at::Tensor& x) {
   Conditioning cond;
   cond.padding = padding;
   if (!classes.empty()) {
     cond.class_labels = at::tensor(classes, at::kLong);  // [N], on the CPU
     if (options.on_classes) options.on_classes(classes);
   }
-  return conditioned_network(network_in_float(model), cond, guidance, model.channels,
+  RunOptions layout_options = options;
+  layout_options.seamless = padding != Padding::Zeros;
+  const TileLayout layout = run_layout(model, layout_options, x.size(2), x.size(3));
+  NetworkFn network =
+      tiled_network(network_in_float(model), layout, options.windows_per_call, options.on_window);
+  return conditioned_network(network, cond, guidance, model.channels,
                              options.max_batched_guidance_pixels);
 }
 
@@ -107,6 +114,17 @@ void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch)
                 std::to_string(batch) + " images are too large: the limit is " +
                 std::to_string(kMaxPixels) + " pixels per run");
   }
+}
+
+std::int64_t canvas_side(const PipelineModel& model, std::int64_t side) {
+  return round_up(side, std::max(1, model.downsampling_factor));
+}
+
+TileLayout run_layout(const PipelineModel& model, const RunOptions& options, std::int64_t height,
+                      std::int64_t width) {
+  return tile_layout(canvas_side(model, height), canvas_side(model, width), options.tile_height,
+                     options.tile_width, options.tile_overlap,
+                     std::max(1, model.downsampling_factor), options.seamless);
 }
 
 Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height,
@@ -214,7 +232,7 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
   at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
   at::Tensor x = noise * p.sampler->init_noise_sigma();
-  x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options), p.generator,
+  x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options, x), p.generator,
                      options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
@@ -240,8 +258,8 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   const std::vector<std::int64_t> labels = classes_for_images(model, options, init, 0);
   at::Tensor noise = at::randn(init.sizes(), p.generator);
   at::Tensor x = p.sampler->add_noise(init, noise, first);
-  x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options), p.generator,
-                     options.on_step);
+  x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options, x),
+                     p.generator, options.on_step);
   return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
 }
 
@@ -300,7 +318,7 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   // The class is fitted on noise added above the image's own level (t*).
   const std::vector<std::int64_t> labels = classes_for_images(model, options, x0_noisy, t_star);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
-  x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options),
+  x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options, x),
                      p.generator, options.on_step);
   result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
   return result;

@@ -23,6 +23,7 @@
 #include "core/guidance.h"
 #include "core/sampler.h"
 #include "core/schedule.h"
+#include "core/tiling.h"
 
 namespace gd::core {
 
@@ -77,6 +78,16 @@ struct RunOptions {
   // Guided steps evaluate the class and the mean class in one network call of 2N up to this
   // many pixels per half (N * H * W), in two calls of N above (core/guidance.h). 0: always two.
   std::int64_t max_batched_guidance_pixels = kMaxBatchedGuidancePixels;
+  // Windowed evaluation (core/tiling.h): the network sees windows of at most tile_height x
+  // tile_width pixels of the canvas (0: the whole canvas along that axis), overlapping by
+  // tile_overlap, windows_per_call of them batched in one call. The defaults: no tiling.
+  std::int64_t tile_height = 0;
+  std::int64_t tile_width = 0;
+  std::int64_t tile_overlap = 0;
+  std::int64_t windows_per_call = 1;
+  // Tiled runs: called after each network call with (windows done, windows in the canvas) of
+  // the current evaluation; returning false cancels between windows. May be empty.
+  StepFn on_window;
 };
 
 struct GenerateOptions : RunOptions {
@@ -134,12 +145,22 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
 at::Tensor to_model_channels(const at::Tensor& image, int model_channels, std::string* note);
 at::Tensor from_model_channels(const at::Tensor& image, int image_channels);
 
-// Largest width * height * batch the pipelines accept, checked before anything is allocated:
-// a 128-channel UNet activation at this size is already 8 GiB of float32.
-constexpr std::int64_t kMaxPixels = 4096LL * 4096LL;
+// Largest width * height * batch the pipelines accept, checked before anything is allocated.
+// Tiled runs hold only the sampler's canvas tensors at this size (each 3 GiB of float32 for an
+// RGB 16384 x 16384 canvas); whether a run fits the machine is the memory estimate's business
+// (core/memory_estimate.h).
+constexpr std::int64_t kMaxPixels = 16384LL * 16384LL;
 
 // Throws gd::Error unless width, height and batch are at least 1 and within kMaxPixels.
 void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch);
+
+// The canvas a run of height x width images works on: padded up to multiples of the model's
+// downsampling factor.
+std::int64_t canvas_side(const PipelineModel& model, std::int64_t side);
+
+// The windows of a run over its canvas (core/tiling.h), from the options' tile sizes.
+TileLayout run_layout(const PipelineModel& model, const RunOptions& options, std::int64_t height,
+                      std::int64_t width);
 
 // The padding of a run: circular for seamless output. Throws gd::Error when the model cannot
 // pad circularly or the size is not a multiple of its downsampling factor (a cropped result

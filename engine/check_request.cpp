@@ -13,6 +13,8 @@
 
 namespace gd {
 
+using engine_internal::RunSize;
+
 namespace {
 
 // Runs `check`, a check of the engine's against the model; a gd::Error it throws becomes a
@@ -49,11 +51,6 @@ void check_sampling(const core::PipelineModel& model, const Request& r) {
     throw RequestError("threads", "threads must be between 0 (automatic) and 1024");
   }
 }
-
-// The size a run works on: the generated images', or the input's.
-struct RunSize {
-  std::int64_t batch = 1, height = 0, width = 0;
-};
 
 RunSize check_size(const core::PipelineModel& model, const Request& r, const ImageShape& image) {
   RunSize size;
@@ -174,6 +171,15 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
     plan.classes =
         about("class_name", [&] { return core::run_classes(m.num_classes, run, size.batch); });
   plan.classes_drawn = !plan.classes.empty() && run.class_label < 0;
+  const engine_internal::TilePlan tiles = engine_internal::plan_tiles(model, r, size, run);
+  plan.memory = tiles.describe();
+  plan.windows = static_cast<int>(tiles.layout.count());
+  plan.estimated_bytes = static_cast<std::int64_t>(tiles.estimate);
+  plan.budget_bytes = tiles.budget.bytes;
+  plan.tile_height = tiles.tile_height;
+  plan.tile_width = tiles.tile_width;
+  plan.tile_overlap = tiles.overlap;
+  plan.windows_per_call = tiles.per_call;
   return plan;
 }
 

@@ -86,6 +86,16 @@ struct Request {
 
   // Denoise.
   std::optional<double> sigma;  // noise standard deviation in 0-1 units; empty: estimated
+
+  // Memory (core/tiling.h, core/memory_estimate.h). The network sees the canvas in overlapping
+  // windows fused without seams, so any size runs in bounded memory.
+  int tile_size = 0;  // the largest window side in pixels; 0: automatic (the native size for
+                      // networks with attention, else the largest window the budget allows,
+                      // the whole canvas when it fits); -1: never tile (one window)
+  std::optional<int> tile_overlap;  // pixels each window shares with its neighbours; empty:
+                                    // automatic (64, at most a quarter of the window)
+  std::string max_memory;           // the run's memory budget: "4G", "512M"; empty: 80% of the
+                                    // memory available (core/memory_estimate.h)
 };
 
 // A bad value in a Request: the message is one line and field() names the Request member
@@ -146,6 +156,14 @@ struct Plan {
   bool classes_drawn = false;  // generate without a class: drawn from the seed
   std::string guidance;        // "guidance 2.5 below timestep 300", empty when unguided
   std::string device;          // "cpu", "cuda:0"
+  // How the canvas goes through the network and the memory it needs: "16 windows of 512x512
+  // (overlap 64), 1 per call; estimated peak 2.9 GiB of a 3.5 GiB budget (given)".
+  std::string memory;
+  int windows = 1;                   // windows per network evaluation (1: the whole canvas)
+  std::int64_t estimated_bytes = 0;  // the estimated peak the run adds
+  std::int64_t budget_bytes = 0;
+  // The windows run() uses (core::tile_layout's arguments): resolved sizes, overlap, batching.
+  std::int64_t tile_height = 0, tile_width = 0, tile_overlap = 0, windows_per_call = 1;
   // "sampler dpmpp_2m, 20 steps, seed 42, class 3 (bricks), guidance 2 below timestep 300":
   // how the result was made, for progress text and layer names.
   std::string describe(const Model& model, std::uint64_t seed) const;
@@ -160,7 +178,8 @@ struct ImageShape {
 
 // Checks every field of `request` against `model`, and for img2img and denoise the input's
 // shape, before anything is allocated. Throws a RequestError naming the first problem
-// (field "image" for the input).
+// (field "image" for the input; "max_memory" for a run that cannot fit the budget even with
+// the smallest windows, naming the size and the budget).
 Plan check_request(const Model& model, const Request& request, const ImageShape& image = {});
 
 using StepFn = std::function<bool(int done, int total)>;  // false cancels (gd::Cancelled)
@@ -168,6 +187,9 @@ using StepFn = std::function<bool(int done, int total)>;  // false cancels (gd::
 struct Callbacks {
   StepFn on_step;       // after each sampling step
   StepFn on_class_fit;  // after each network call of the best-fitting class search
+  // Tiled runs (Plan::windows > 1): after each network call within an evaluation, with
+  // (windows done, windows per evaluation); false cancels between windows.
+  StepFn on_window;
   // Once per run with the class of each image, as soon as it is known (after the best fit).
   std::function<void(const std::vector<std::int64_t>&)> on_classes;
   // Once per run, before the first step: the threads it uses, e.g. "1 thread (automatic: 2
@@ -194,6 +216,11 @@ Result run(const Model& model, const Request& request, const at::Tensor& image,
 // texture model (next to the running program: <dir>/models/gimp-patterns, as the plug-in is
 // installed, or the source tree's models/checkpoints/gimp-patterns for a build), else "" .
 std::string default_model_path();
+
+// "4G", "512M", "1.5G" -> bytes (binary units); throws RequestError about "max_memory".
+std::int64_t parse_memory_size(const std::string& text);
+// "3.2 GiB", "850 MiB".
+std::string format_bytes(double bytes);
 
 // The sampler names ("ddpm", "ddim", ...), and the largest width * height * batch of a run.
 const std::vector<std::string>& sampler_names();

@@ -13,6 +13,7 @@ namespace {
 void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& result) {
   run.on_step = callbacks.on_step;
   run.on_class_fit = callbacks.on_class_fit;
+  run.on_window = callbacks.on_window;
   run.on_classes = [&result, &callbacks](const std::vector<std::int64_t>& classes) {
     result.classes = classes;
     if (callbacks.on_classes) callbacks.on_classes(classes);
@@ -23,11 +24,15 @@ void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& re
 
 Result run(const Model& model, const Request& request, const at::Tensor& image,
            const Callbacks& callbacks) {
-  check_request(model, request, ImageShape::of(image));
+  const Plan plan = check_request(model, request, ImageShape::of(image));
   const core::PipelineModel& m = model.impl().pipeline;
   Result result;
   core::RunOptions run = engine_internal::run_options(model, request);
   add_callbacks(run, callbacks, result);
+  run.tile_height = plan.tile_height;
+  run.tile_width = plan.tile_width;
+  run.tile_overlap = plan.tile_overlap;
+  run.windows_per_call = plan.windows_per_call;
   const core::ThreadChoice threads = core::apply_thread_policy(request.threads);
   result.threads = threads.threads;
   if (callbacks.on_threads) callbacks.on_threads(threads.threads, threads.describe());

@@ -25,4 +25,13 @@ at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t rig
   return out;
 }
 
+at::Tensor pad_by_mode(const at::Tensor& x, core::Padding mode, std::int64_t left,
+                       std::int64_t right, std::int64_t top, std::int64_t bottom) {
+  const bool wrap_w = core::wraps_width(mode), wrap_h = core::wraps_height(mode);
+  if (wrap_w && wrap_h) return circular_pad(x, left, right, top, bottom);
+  if (wrap_w) return at::constant_pad_nd(circular_pad(x, left, right, 0, 0), {0, 0, top, bottom});
+  if (wrap_h) return at::constant_pad_nd(circular_pad(x, 0, 0, top, bottom), {left, right, 0, 0});
+  return at::constant_pad_nd(x, {left, right, top, bottom});
+}
+
 }  // namespace gd::models

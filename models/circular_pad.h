@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "core/conditioning.h"
+
 namespace gd::models {
 
 // [N, C, H, W] -> [N, C, top + H + bottom, left + W + right], each pad taken from the opposite
@@ -17,5 +19,10 @@ namespace gd::models {
 // Each pad must be at most the size of its dimension.
 at::Tensor circular_pad(const at::Tensor& x, std::int64_t left, std::int64_t right,
                         std::int64_t top, std::int64_t bottom);
+
+// The same pads, circular along the axes `mode` wraps and zeros along the others (all zeros for
+// Padding::Zeros).
+at::Tensor pad_by_mode(const at::Tensor& x, core::Padding mode, std::int64_t left,
+                       std::int64_t right, std::int64_t top, std::int64_t bottom);
 
 }  // namespace gd::models

@@ -364,11 +364,13 @@ DdpmUnet::DdpmUnet(const DdpmUnetConfig& config, c10::TensorOptions options)
 
 namespace {
 
-// circular: wrap-around padding instead of zeros (seamless, tileable output; see Network).
-at::Tensor conv(const ConvRoutes& routes, bool circular, const at::Tensor& x,
+// mode: wrap-around padding instead of zeros along the axes it wraps (seamless, tileable
+// output; see Network).
+at::Tensor conv(const ConvRoutes& routes, core::Padding mode, const at::Tensor& x,
                 const at::Tensor& weight, const at::Tensor& bias, std::int64_t padding) {
-  if (circular && padding > 0) {
-    return conv2d(routes, circular_pad(x, padding, padding, padding, padding), weight, bias, 1, 0);
+  if (mode != core::Padding::Zeros && padding > 0) {
+    return conv2d(routes, pad_by_mode(x, mode, padding, padding, padding, padding), weight, bias, 1,
+                  0);
   }
   return conv2d(routes, x, weight, bias, /*stride=*/1, padding);
 }
@@ -396,26 +398,26 @@ at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
   return at::linear(h, time_lin2_w_, time_lin2_b_);                      // [N, 4 dim]
 }
 
-at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, bool circular,
+at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, core::Padding pad_mode,
                                 const at::Tensor& time_emb) const {
   // (scale, shift) from the time embedding modulate the first block after its norm.
   at::Tensor ss = at::linear(at::silu(time_emb), b.mlp_weight, b.mlp_bias);  // [N, 2 C]
   ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                           // [N, 2 C, 1, 1]
   auto chunks = ss.chunk(2, 1);
-  at::Tensor h = rms_norm(conv(conv_routes_, circular, x, b.proj1.weight, b.proj1.bias, 1),
+  at::Tensor h = rms_norm(conv(conv_routes_, pad_mode, x, b.proj1.weight, b.proj1.bias, 1),
                           b.norm1_g);  // [N, C, H, W]
   h = at::silu(h * (chunks[0] + 1) + chunks[1]);
   h = at::silu(
-      rms_norm(conv(conv_routes_, circular, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
+      rms_norm(conv(conv_routes_, pad_mode, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
   at::Tensor skip =
-      b.res_conv ? conv(conv_routes_, circular, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
+      b.res_conv ? conv(conv_routes_, pad_mode, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
   return h + skip;
 }
 
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
   const std::int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const std::int64_t heads = a.heads, d = a.dim_head;
-  at::Tensor qkv = conv(conv_routes_, /*circular=*/false, rms_norm(x, a.norm_g), a.to_qkv, {},
+  at::Tensor qkv = conv(conv_routes_, core::Padding::Zeros, rms_norm(x, a.norm_g), a.to_qkv, {},
                         0);  // [N, 3 heads d, H, W]
   auto parts = qkv.chunk(3, 1);
   // Channels split as (heads, d), heads outermost.
@@ -433,7 +435,7 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
     at::Tensor attn = sim.softmax(-1);
     out = at::einsum("bhij,bhjd->bhid", {attn, v});  // [N, heads, HW, d]
     out = out.permute({0, 1, 3, 2}).reshape({n, heads * d, h, w});
-    return conv(conv_routes_, /*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0);
+    return conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0);
   }
   // Linear attention: queries softmaxed over the feature axis, keys over positions.
   k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k},
@@ -444,7 +446,7 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
   at::Tensor context = at::einsum("bhdn,bhen->bhde", {k, v});  // [N, heads, d, d]
   out = at::einsum("bhde,bhdn->bhen", {context, q});           // [N, heads, d, HW]
   out = out.reshape({n, heads * d, h, w});
-  return rms_norm(conv(conv_routes_, /*circular=*/false, out, a.to_out.weight, a.to_out.bias, 0),
+  return rms_norm(conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0),
                   a.out_norm_g);
 }
 
@@ -452,7 +454,7 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
                              const core::Conditioning& cond) const {
   const DdpmUnetConfig& c = config_;
   check_conditioning(cond, /*num_classes=*/0, /*allow_mean=*/false, /*circular_ok=*/true, kWhat);
-  const bool circular = cond.padding == core::Padding::Circular;
+  const core::Padding pad_mode = cond.padding;
   const std::optional<at::Tensor>& self_cond = cond.self_cond;
   if (x_in.dim() != 4 || x_in.size(1) != c.channels) {
     throw Error(std::string(kWhat) + ": input has shape " + shape_string(x_in.sizes().vec()) +
@@ -479,44 +481,44 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     x = at::cat({cond, x}, 1);  // [N, 2 C, H, W], condition first
   }
 
-  x = conv(conv_routes_, circular, x, init_conv_.weight, init_conv_.bias,
+  x = conv(conv_routes_, pad_mode, x, init_conv_.weight, init_conv_.bias,
            3);  // [N, init_dim, H, W]
   const at::Tensor r = x;
   const at::Tensor temb = time_embedding(t);  // [N, 4 dim]
 
   std::vector<at::Tensor> skips;  // two per stage, consumed in reverse on the way up
   for (const Stage& s : downs_) {
-    x = run_resnet(s.block1, x, circular, temb);
+    x = run_resnet(s.block1, x, pad_mode, temb);
     skips.push_back(x);
-    x = run_resnet(s.block2, x, circular, temb);
+    x = run_resnet(s.block2, x, pad_mode, temb);
     x = run_attention(s.attn, x) + x;
     skips.push_back(x);
     // Downsample: 'b c (h 2) (w 2) -> b (c 2 2) h w' is pixel_unshuffle, then a 1x1 conv.
     if (s.rescale) x = at::pixel_unshuffle(x, 2);
-    x = conv(conv_routes_, circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(conv_routes_, pad_mode, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
-  x = run_resnet(mid_block1_, x, circular, temb);  // [N, mid, H / f, W / f]
+  x = run_resnet(mid_block1_, x, pad_mode, temb);  // [N, mid, H / f, W / f]
   x = run_attention(mid_attn_, x) + x;
-  x = run_resnet(mid_block2_, x, circular, temb);
+  x = run_resnet(mid_block2_, x, pad_mode, temb);
 
   for (const Stage& s : ups_) {
     x = at::cat({x, skips.back()}, 1);
     skips.pop_back();
-    x = run_resnet(s.block1, x, circular, temb);
+    x = run_resnet(s.block1, x, pad_mode, temb);
     x = at::cat({x, skips.back()}, 1);
     skips.pop_back();
-    x = run_resnet(s.block2, x, circular, temb);
+    x = run_resnet(s.block2, x, pad_mode, temb);
     x = run_attention(s.attn, x) + x;
     if (s.rescale) {
       x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}, 2.0, 2.0);  // [N, C, 2H, 2W]
     }
-    x = conv(conv_routes_, circular, x, s.resample.weight, s.resample.bias, s.resample.padding);
+    x = conv(conv_routes_, pad_mode, x, s.resample.weight, s.resample.bias, s.resample.padding);
   }
 
   x = at::cat({x, r}, 1);  // [N, 2 init_dim, H, W]
-  x = run_resnet(final_res_block_, x, circular, temb);
-  return conv(conv_routes_, circular, x, final_conv_.weight, final_conv_.bias,
+  x = run_resnet(final_res_block_, x, pad_mode, temb);
+  return conv(conv_routes_, pad_mode, x, final_conv_.weight, final_conv_.bias,
               0);  // [N, out_dim, H, W]
 }
 

@@ -121,7 +121,7 @@ class DdpmUnet : public Network {
                                std::int64_t heads, std::int64_t dim_head);
 
   at::Tensor time_embedding(const at::Tensor& t) const;
-  at::Tensor run_resnet(const ResnetBlock& block, const at::Tensor& x, bool circular,
+  at::Tensor run_resnet(const ResnetBlock& block, const at::Tensor& x, core::Padding pad_mode,
                         const at::Tensor& time_emb) const;
   at::Tensor run_attention(const AttentionBlock& attn, const at::Tensor& x) const;
 

@@ -255,14 +255,15 @@ at::Tensor DiffusersUNet::group_norm(const GroupNorm& norm, const at::Tensor& x)
 
 namespace {
 
-// circular: wrap-around padding instead of zeros, so the image's left edge continues its right
-// edge (and top its bottom): the network then sees a torus and its output tiles seamlessly.
-at::Tensor conv2d(const ConvRoutes& routes, bool circular, const at::Tensor& x,
+// mode: wrap-around padding instead of zeros along the axes it wraps, so the image's left edge
+// continues its right edge (and top its bottom): the network then sees a torus (or a cylinder)
+// and its output tiles seamlessly.
+at::Tensor conv2d(const ConvRoutes& routes, core::Padding mode, const at::Tensor& x,
                   const at::Tensor& weight, const at::Tensor& bias, std::int64_t stride,
                   std::int64_t padding) {
-  if (circular && padding > 0) {
-    return models::conv2d(routes, circular_pad(x, padding, padding, padding, padding), weight, bias,
-                          stride, 0);
+  if (mode != core::Padding::Zeros && padding > 0) {
+    return models::conv2d(routes, pad_by_mode(x, mode, padding, padding, padding, padding), weight,
+                          bias, stride, 0);
   }
   return models::conv2d(routes, x, weight, bias, stride, padding);
 }
@@ -292,7 +293,7 @@ at::Tensor DiffusersUNet::timestep_embedding(const at::Tensor& t) const {
 }
 
 at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const at::Tensor& temb,
-                                     bool circular) const {
+                                     core::Padding pad_mode) const {
   at::Tensor input = x;                                        // [N, Cin, H, W]
   at::Tensor h = activation_in_place(group_norm(r.norm1, x));  // [N, Cin, H, W]
   if (r.resample == Resample::Up) {
@@ -303,7 +304,7 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const
     input = at::avg_pool2d(input, {2, 2}, {2, 2});  // [N, Cin, H/2, W/2]
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
   }
-  h = conv2d(conv_routes_, circular, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
+  h = conv2d(conv_routes_, pad_mode, h, r.conv1.weight, r.conv1.bias, 1, 1);  // [N, Cout, H', W']
   // The block applies act_fn to the time embedding itself before projecting it.
   at::Tensor t = at::linear(activation(temb), r.time_emb_proj.weight, r.time_emb_proj.bias)
                      .unsqueeze(-1)
@@ -315,11 +316,11 @@ at::Tensor DiffusersUNet::run_resnet(const Resnet& r, const at::Tensor& x, const
   } else {
     h = group_norm(r.norm2, h.add_(t));  // h is conv1's fresh output
   }
-  h = conv2d(conv_routes_, circular, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1,
+  h = conv2d(conv_routes_, pad_mode, activation_in_place(h), r.conv2.weight, r.conv2.bias, 1,
              1);  // [N, Cout, H', W']
   if (r.conv_shortcut) {
     input =
-        conv2d(conv_routes_, circular, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
+        conv2d(conv_routes_, pad_mode, input, r.conv_shortcut->weight, r.conv_shortcut->bias, 1, 0);
   }
   at::Tensor out = h.add_(input);  // input + h: conv2's fresh output takes the sum
   // Dividing by 1 is exact, so skipping it changes nothing.
@@ -355,7 +356,7 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
                                   const core::Conditioning& cond) const {
   const UNet2DConfig& c = config_;
   check_conditioning(cond, c.num_class_embeds, /*allow_mean=*/true, /*circular_ok=*/true, kWhat);
-  const bool circular = cond.padding == core::Padding::Circular;
+  const core::Padding pad_mode = cond.padding;
   if (cond.self_cond && cond.self_cond->defined()) {
     throw Error(std::string(kWhat) + ": this network has no self-conditioning input");
   }
@@ -401,52 +402,52 @@ at::Tensor DiffusersUNet::forward(const at::Tensor& x_in, const at::Tensor& t_in
   }
 
   at::Tensor h =
-      conv2d(conv_routes_, circular, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
+      conv2d(conv_routes_, pad_mode, x, conv_in_.weight, conv_in_.bias, 1, 1);  // [N, C0, H, W]
   std::vector<at::Tensor> skips{h};  // consumed from the back on the way up
 
   for (const Block& block : down_blocks_) {
     for (std::size_t j = 0; j < block.resnets.size(); ++j) {
-      h = run_resnet(block.resnets[j], h, temb, circular);
+      h = run_resnet(block.resnets[j], h, temb, pad_mode);
       if (!block.attentions.empty()) h = run_attention(block.attentions[j], h);
       skips.push_back(h);
     }
     if (block.resample_conv) {
       if (block.zero_pad) {  // right, bottom
-        h = circular ? circular_pad(h, 0, 1, 0, 1) : at::constant_pad_nd(h, {0, 1, 0, 1}, 0);
+        h = pad_by_mode(h, pad_mode, 0, 1, 0, 1);
       }
-      h = conv2d(conv_routes_, circular, h, block.resample_conv->weight, block.resample_conv->bias,
+      h = conv2d(conv_routes_, pad_mode, h, block.resample_conv->weight, block.resample_conv->bias,
                  block.resample_conv->stride, block.resample_conv->padding);  // [N, C, H/2, W/2]
       skips.push_back(h);
     } else if (block.resample_resnet) {
-      h = run_resnet(*block.resample_resnet, h, temb, circular);  // [N, C, H/2, W/2]
+      h = run_resnet(*block.resample_resnet, h, temb, pad_mode);  // [N, C, H/2, W/2]
       skips.push_back(h);
     }
   }
 
   if (!mid_resnets_.empty()) {
-    h = run_resnet(mid_resnets_[0], h, temb, circular);
+    h = run_resnet(mid_resnets_[0], h, temb, pad_mode);
     if (mid_attention_) h = run_attention(*mid_attention_, h);
-    h = run_resnet(mid_resnets_[1], h, temb, circular);
+    h = run_resnet(mid_resnets_[1], h, temb, pad_mode);
   }
 
   for (const Block& block : up_blocks_) {
     for (std::size_t j = 0; j < block.resnets.size(); ++j) {
       h = at::cat({h, skips.back()}, 1);  // [N, C + C_skip, H, W], running features first
       skips.pop_back();
-      h = run_resnet(block.resnets[j], h, temb, circular);
+      h = run_resnet(block.resnets[j], h, temb, pad_mode);
       if (!block.attentions.empty()) h = run_attention(block.attentions[j], h);
     }
     if (block.resample_conv) {
       h = upsample2x(h);  // [N, C, 2H, 2W]
-      h = conv2d(conv_routes_, circular, h, block.resample_conv->weight, block.resample_conv->bias,
+      h = conv2d(conv_routes_, pad_mode, h, block.resample_conv->weight, block.resample_conv->bias,
                  1, 1);
     } else if (block.resample_resnet) {
-      h = run_resnet(*block.resample_resnet, h, temb, circular);  // [N, C, 2H, 2W]
+      h = run_resnet(*block.resample_resnet, h, temb, pad_mode);  // [N, C, 2H, 2W]
     }
   }
 
   h = at::silu(group_norm(conv_norm_out_, h));  // [N, C0, H, W]
-  return conv2d(conv_routes_, circular, h, conv_out_.weight, conv_out_.bias, 1,
+  return conv2d(conv_routes_, pad_mode, h, conv_out_.weight, conv_out_.bias, 1,
                 1);  // [N, Cout, H, W]
 }
 

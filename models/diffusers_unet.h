@@ -104,7 +104,7 @@ class DiffusersUNet : public Network {
   at::Tensor activation_in_place(at::Tensor x) const;
   at::Tensor group_norm(const GroupNorm& norm, const at::Tensor& x) const;
   at::Tensor run_resnet(const Resnet& block, const at::Tensor& x, const at::Tensor& temb,
-                        bool circular) const;
+                        core::Padding pad_mode) const;
   // The class embedding rows of labels [N] (kMeanClassLabel: the mean row): [N, T].
   at::Tensor class_rows(const at::Tensor& labels) const;
   at::Tensor run_attention(const Attention& attn, const at::Tensor& x) const;

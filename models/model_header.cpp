@@ -250,6 +250,9 @@ DiffusersModel read_diffusers(const std::string& dir) {
   info.native_height = static_cast<int>(config.sample_height);
   info.native_width = static_cast<int>(config.sample_width);
   info.downsampling_factor = static_cast<int>(config.downsampling_factor());
+  info.attention = config.mid_block && config.add_attention;
+  for (UNet2DBlock b : config.down_blocks) info.attention |= b == UNet2DBlock::Attention;
+  for (UNet2DBlock b : config.up_blocks) info.attention |= b == UNet2DBlock::Attention;
   info.num_classes = config.num_class_embeds;
   const fs::path folder = paths.config.parent_path();
   if (info.num_classes > 0) {

@@ -84,6 +84,7 @@ std::string describe_json(const ModelInfo& info) {
   j["in_channels"] = info.in_channels;
   j["out_channels"] = info.out_channels;
   j["self_condition"] = info.self_condition;
+  j["attention"] = info.attention;
   j["learned_variance"] = info.learned_variance;
   if (info.native_width > 0 && info.native_height > 0) {
     j["native_size"] = {info.native_width, info.native_height};

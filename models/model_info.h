@@ -31,6 +31,10 @@ struct ModelInfo {
   int native_width = 0;
   int downsampling_factor = 1;  // width and height must be multiples of this
   bool self_condition = false;
+  // Whether the network has attention layers, which see the whole image at once: tiled runs
+  // then default to windows of the native size, which it was trained at (core/tiling.h). True
+  // when not known (TorchScript).
+  bool attention = true;
   bool learned_variance = false;
   core::PredictionType prediction_type = core::PredictionType::Epsilon;
   std::string beta_schedule;  // diffusers' name, or what a Trainer checkpoint's betas match

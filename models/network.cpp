@@ -29,7 +29,7 @@ void check_conditioning(const core::Conditioning& cond, std::int64_t num_classes
     throw Error(std::string(what) + ": this model is class-conditional (" +
                 std::to_string(num_classes) + " classes) and was given no class");
   }
-  if (cond.padding == core::Padding::Circular && !circular_ok) {
+  if (cond.padding != core::Padding::Zeros && !circular_ok) {
     throw Error(std::string(what) +
                 ": this model cannot pad circularly (its padding is not ours to change)");
   }

@@ -31,7 +31,7 @@ class Network {
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t,
                              const core::Conditioning& cond) const = 0;
 
-  // Whether forward() honours Padding::Circular (TorchScript modules own their padding).
+  // Whether forward() honours the circular paddings (TorchScript modules own their padding).
   virtual bool supports_circular_padding() const { return false; }
 
   // Class-conditional networks (diffusers' num_class_embeds): the number of classes, 0 for an

@@ -42,10 +42,10 @@ std::string output_extension(const std::string& path) {
   return ext;
 }
 
-const std::set<std::string> kCommonValued = {"model",    "sampler",        "steps",     "eta",
-                                             "seed",     "weights",        "objective", "device",
-                                             "output",   "bit-depth",      "precision", "class",
-                                             "guidance", "guidance-below", "threads"};
+const std::set<std::string> kCommonValued = {
+    "model",     "sampler",        "steps",   "eta",       "seed",         "weights",
+    "objective", "device",         "output",  "bit-depth", "precision",    "class",
+    "guidance",  "guidance-below", "threads", "tile-size", "tile-overlap", "max-memory"};
 
 // Reads the options every sampling command shares. Only the syntax is judged here (a number
 // where a number belongs); the values are the engine's to check (check_request).
@@ -74,6 +74,15 @@ Request parse_common(const Args& args, Action action) {
   if (auto below = args.value("guidance-below")) {
     r.guidance_below = static_cast<int>(parse_integer("guidance-below", *below, -1000000, 1000000));
   }
+  if (auto size = args.value("tile-size")) {
+    r.tile_size = *size == "auto"   ? 0
+                  : *size == "none" ? -1
+                                    : static_cast<int>(parse_integer("tile-size", *size, 1, 65536));
+  }
+  if (auto overlap = args.value("tile-overlap"); overlap && *overlap != "auto") {
+    r.tile_overlap = static_cast<int>(parse_integer("tile-overlap", *overlap, 0, 4096));
+  }
+  r.max_memory = args.value("max-memory").value_or("");
   return r;
 }
 
@@ -120,7 +129,7 @@ class Command {
     const Plan plan = check_request(model, request_, ImageShape::of(input_.colour));
     report_plan(model, plan);
     if (dry_run) return 0;
-    const Result result = gd::run(model, request_, input_.colour, callbacks(model));
+    const Result result = gd::run(model, request_, input_.colour, callbacks(model, plan));
     progress_->finish();
     if (request_.action == Action::Denoise) {
       std::fprintf(stderr, "denoise: sigma %.4f (%s), %d steps from timestep %.0f\n", result.sigma,
@@ -148,13 +157,31 @@ class Command {
     const std::string text = plan.describe(model, request_.seed);
     std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(),
                  model.info().architecture.c_str(), text.c_str(), plan.device.c_str());
+    std::fprintf(stderr, "%s: %s\n", what().c_str(), plan.memory.c_str());
   }
 
-  Callbacks callbacks(const Model& model) {
-    progress_ = std::make_unique<Progress>(what());
+  // Progress in steps, or in windows for a tiled run (a step of a large canvas takes minutes):
+  // each step counts its windows, and the bar moves after each network call.
+  Callbacks callbacks(const Model& model, const Plan& plan) {
+    const int windows = plan.windows;
+    progress_ = std::make_unique<Progress>(what(), windows > 1 ? "window" : "step");
     Progress* progress = progress_.get();
     Callbacks c;
-    c.on_step = [progress](int done, int total) { return progress->update(done, total); };
+    auto steps = std::make_shared<std::pair<int, int>>(
+        0, request_.action == Action::Generate ? plan.steps : 0);  // done, total (0: unknown)
+    auto shown = std::make_shared<int>(0);
+    c.on_step = [progress, steps, shown, windows](int done, int total) {
+      *steps = {done, total};
+      *shown = std::max(*shown, done * windows);
+      return progress->update(*shown, total * windows);
+    };
+    if (windows > 1) {
+      c.on_window = [progress, steps, shown, windows](int done, int) {
+        if (steps->second == 0) return true;  // the number of steps is not known yet
+        *shown = std::max(*shown, std::min(steps->first * windows + done, steps->second * windows));
+        return progress->update(*shown, steps->second * windows);
+      };
+    }
     const std::string label = what();
     c.on_threads = [label](int, const std::string& text) {
       std::fprintf(stderr, "%s: %s\n", label.c_str(), text.c_str());
