@@ -59,10 +59,10 @@ void scatter_add(at::Tensor& canvas, const TileLayout& layout, std::int64_t i, s
   }
 }
 
-// Repeats a per-image tensor ([N, ...]) for k windows: [k N, ...]; a [1] (or scalar) one, shared
-// by the batch, stays as it is.
-at::Tensor per_window(const at::Tensor& v, std::int64_t k) {
-  if (!v.defined() || v.dim() == 0 || v.size(0) == 1) return v;
+// Repeats a per-image tensor ([N, ...]) for k windows: [k N, ...]; a [1] (or scalar) one shared
+// by a batch of N > 1 stays as it is.
+at::Tensor per_window(const at::Tensor& v, std::int64_t n, std::int64_t k) {
+  if (!v.defined() || v.dim() == 0 || v.size(0) != n) return v;
   std::vector<std::int64_t> reps(static_cast<std::size_t>(v.dim()), 1);
   reps[0] = k;
   return v.repeat(reps);
@@ -81,7 +81,7 @@ struct Fusion {
 AxisWindows axis_windows(std::int64_t length, std::int64_t size, std::int64_t overlap,
                          std::int64_t factor, bool wrap) {
   if (factor < 1 || length < 1 || length % factor != 0 || size < factor || size % factor != 0 ||
-      overlap < 0 || 2 * overlap > size) {
+      overlap < 0 || 2 * overlap > size || size - overlap < factor) {
     throw Error("tiling: bad window layout (length " + std::to_string(length) + ", window " +
                 std::to_string(size) + ", overlap " + std::to_string(overlap) + ", factor " +
                 std::to_string(factor) + ")");
@@ -215,10 +215,10 @@ NetworkFn tiled_network(NetworkFn network, const TileLayout& layout, std::int64_
         }
       }
       Conditioning c = window_cond;
-      c.class_labels = per_window(cond.class_labels, k);  // [k N] or [1]
+      c.class_labels = per_window(cond.class_labels, n, k);  // [k N] or [1]
       if (cond.self_cond) c.self_cond = at::cat(self_conds, 0);
       const at::Tensor out =
-          network(at::cat(xs, 0), per_window(t.reshape({-1}), k), c)  // [k N, C_out, sy, sx]
+          network(at::cat(xs, 0), per_window(t.reshape({-1}), n, k), c)  // [k N, C_out, sy, sx]
               .to(x.device(), at::kFloat);
       if (!sum.defined()) {
         sum = at::zeros({n, out.size(1), l.rows.length, l.cols.length}, out.options());

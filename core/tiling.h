@@ -38,7 +38,8 @@ struct AxisWindows {
 };
 
 // Windows of `size` (a multiple of `factor`) along an axis of `length` (a multiple of
-// `factor`), each overlapping its neighbours by at least `overlap` pixels (at most size / 2),
+// `factor`), each overlapping its neighbours by at least `overlap` pixels (at most size / 2 and
+// size - factor),
 // starting at multiples of `factor` so that every window's downsampling grid is the canvas's.
 // As few windows as that allows, spread evenly; one window of the whole length when it fits.
 // `wrap`: the canvas is periodic along the axis (seamless), so windows wrap past its end.

@@ -148,11 +148,31 @@ TEST(Engine, EveryBadFieldIsNamed) {
   bad.strength = 0.5;
   expect_request_error(bad, "image", "input image", {});
   expect_request_error(bad, "image", "5 colour channels", {1, 5, 32, 32});
-  expect_request_error(bad, "image", "too large", {1, 3, 5000, 5000});
+  expect_request_error(bad, "image", "too large", {1, 3, 20000, 20000});
   bad = r;
   bad.action = gd::Action::Denoise;
   bad.sigma = 2.0;
   expect_request_error(bad, "sigma", "[0, 1]", {1, 3, 32, 32});
+  bad = r;
+  bad.tile_size = -2;
+  expect_request_error(bad, "tile_size", "window side");
+  bad = r;
+  bad.tile_overlap = 5000;
+  expect_request_error(bad, "tile_overlap", "0 to 4096");
+  bad.tile_size = 64;
+  bad.tile_overlap = 40;
+  expect_request_error(bad, "tile_overlap", "more than half the window");
+  bad = r;
+  bad.max_memory = "lots";
+  expect_request_error(bad, "max_memory", "not a memory size");
+  // Too large for the budget even with the smallest windows: the size and the budget named.
+  bad = r;
+  bad.width = bad.height = 2048;
+  bad.max_memory = "20M";
+  expect_request_error(bad, "max_memory", "2048x2048");
+  expect_request_error(bad, "max_memory", "20 MiB budget");
+  bad.tile_size = -1;  // never tile
+  expect_request_error(bad, "max_memory", "in one pass");
   // The loading fields fail before any file is read.
   for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{
            {"device", "tpu"}, {"precision", "fp8"}, {"weights", "best"}, {"objective", "pred_y"}}) {
@@ -199,4 +219,106 @@ TEST(Engine, DefaultModelIsTheEnvironmentsOrTheBundledOne) {
   // The test binary sits in the build tree below the source root, where the bundled model is.
   const std::string found = gd::default_model_path();
   EXPECT_NE(found.find("gimp-patterns"), std::string::npos) << found;
+}
+
+// The plan says how the canvas goes through the network: the whole canvas when it fits the
+// budget, windows when it does not, the largest that fit; the budget is named.
+TEST(Engine, PlanChoosesWindowsThatFitTheBudget) {
+  gd::Request r = bundled_request();
+  r.width = r.height = 512;
+  r.max_memory = "8G";
+  gd::Plan plan = gd::check_request(bundled(), r);
+  EXPECT_EQ(plan.windows, 1);
+  EXPECT_NE(plan.memory.find("whole canvas"), std::string::npos) << plan.memory;
+  EXPECT_NE(plan.memory.find("8.0 GiB budget (given)"), std::string::npos) << plan.memory;
+  EXPECT_LE(plan.estimated_bytes, plan.budget_bytes);
+  const std::int64_t whole = plan.estimated_bytes;
+  r.max_memory = std::to_string(whole / 2);  // bytes
+  plan = gd::check_request(bundled(), r);
+  EXPECT_GT(plan.windows, 1) << plan.memory;
+  EXPECT_LE(plan.estimated_bytes, plan.budget_bytes);
+  EXPECT_LT(plan.tile_height, 512);
+  r.tile_size = 128;
+  plan = gd::check_request(bundled(), r);
+  EXPECT_LE(plan.tile_height, 128);
+  EXPECT_NE(plan.memory.find("windows of"), std::string::npos) << plan.memory;
+  r.max_memory.clear();  // the machine's: a share of what is available
+  plan = gd::check_request(bundled(), r);
+  EXPECT_NE(plan.memory.find("% of the"), std::string::npos) << plan.memory;
+  EXPECT_EQ(gd::parse_memory_size("1.5G"), 3LL << 29);
+  EXPECT_EQ(gd::parse_memory_size("512M"), 512LL << 20);
+  EXPECT_EQ(gd::parse_memory_size("4096"), 4096);
+}
+
+// Through the engine, one window covering the canvas is the untiled run, bit for bit, for each
+// action; smaller windows change it.
+TEST(Engine, OneWindowIsTheUntiledRun) {
+  gd::Request r = bundled_request();
+  r.width = r.height = 64;
+  r.steps = 3;
+  r.seed = 9;
+  const at::Tensor image = at::rand({1, 3, 64, 64});
+  for (gd::Action action : {gd::Action::Generate, gd::Action::Img2img, gd::Action::Denoise}) {
+    SCOPED_TRACE(gd::action_name(action));
+    r.action = action;
+    r.class_name = "3";
+    const at::Tensor input = action == gd::Action::Generate ? at::Tensor() : image;
+    r.tile_size = -1;
+    const at::Tensor untiled = gd::run(bundled(), r, input).image;
+    r.tile_size = 64;
+    EXPECT_TRUE(at::equal(gd::run(bundled(), r, input).image, untiled));
+    r.tile_size = 32;
+    r.tile_overlap = 8;
+    EXPECT_GT((gd::run(bundled(), r, input).image - untiled).abs().max().item<double>(), 1e-4);
+    r.tile_overlap.reset();
+  }
+}
+
+namespace {
+
+// Mean |difference| between neighbouring rows (dim 2) or columns (dim 3) of [N, C, H, W]: per
+// boundary position, [H - 1] or [W - 1].
+at::Tensor boundary_gradients(const at::Tensor& x, std::int64_t dim) {
+  const std::int64_t n = x.size(dim);
+  const at::Tensor d = (x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).abs();
+  return dim == 2 ? d.mean({0, 1, 3}) : d.mean({0, 1, 2});
+}
+
+// The gradient across the canvas's own border, brought to the middle by a circular shift of
+// half a window, over the mean gradient between all other neighbouring rows and columns.
+double border_ratio(const at::Tensor& image, std::int64_t shift) {
+  const at::Tensor shifted = at::roll(image, {shift, shift}, {2, 3});
+  double ratio = 0.0;
+  for (std::int64_t dim : {2, 3}) {
+    const at::Tensor g = boundary_gradients(shifted, dim);  // boundary k: between k and k + 1
+    const double border = g[shift - 1].item<double>();
+    const double interior = (g.sum().item<double>() - border) / static_cast<double>(g.size(0) - 1);
+    ratio = std::max(ratio, border / interior);
+  }
+  return ratio;
+}
+
+}  // namespace
+
+// A seamless texture made in windows that wrap around the canvas tiles: across its own border
+// it changes no more than anywhere inside (at most 1.1x the interior's mean gradient). The
+// same run without seamless shows the border, which shows the measure can fail.
+TEST(Engine, TiledSeamlessTextureTiles) {
+  gd::Request r = bundled_request();
+  r.width = r.height = 128;
+  r.steps = 12;
+  r.seed = 21;
+  r.class_name = "Legacy_bluegrid";
+  r.tile_size = 64;
+  r.seamless = true;
+  const gd::Plan plan = gd::check_request(bundled(), r);
+  ASSERT_GT(plan.windows, 1) << plan.memory;
+  const at::Tensor seamless = gd::run(bundled(), r, at::Tensor()).image;
+  const double ratio = border_ratio(seamless, plan.tile_height / 2);
+  EXPECT_LE(ratio, 1.1);
+  r.seamless = false;
+  const at::Tensor plain = gd::run(bundled(), r, at::Tensor()).image;
+  EXPECT_GT(border_ratio(plain, plan.tile_height / 2), 1.1);
+  std::printf("border / interior gradient: seamless %.3f, plain %.3f\n", ratio,
+              border_ratio(plain, plan.tile_height / 2));
 }
