@@ -58,9 +58,11 @@ NetworkMemory measure_network_memory(const NetworkFn& network, const at::TensorO
                                      int channels, int factor, std::int64_t num_classes,
                                      bool attention);
 
-// Estimates are multiplied by this: memory LibTorch does not see (oneDNN's scratchpads, OpenBLAS
-// buffers) and allocator slack. Checked against measured peak RSS in docs/benchmarks.md.
+// Estimates are multiplied by these: allocator slack for the sampler's tensors, and for a
+// network call also the memory LibTorch does not see (oneDNN's reordered activations and
+// scratchpads, OpenBLAS buffers). Calibrated against measured peak RSS (docs/benchmarks.md).
 inline constexpr double kMemoryMargin = 1.25;
+inline constexpr double kNetworkMemoryMargin = 1.25;
 
 // The memory a run may use.
 struct MemoryBudget {

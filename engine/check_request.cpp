@@ -180,6 +180,8 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
   plan.tile_width = tiles.tile_width;
   plan.tile_overlap = tiles.overlap;
   plan.windows_per_call = tiles.per_call;
+  plan.window_rows = tiles.layout.rows.starts;
+  plan.window_cols = tiles.layout.cols.starts;
   return plan;
 }
 

@@ -164,6 +164,9 @@ struct Plan {
   std::int64_t budget_bytes = 0;
   // The windows run() uses (core::tile_layout's arguments): resolved sizes, overlap, batching.
   std::int64_t tile_height = 0, tile_width = 0, tile_overlap = 0, windows_per_call = 1;
+  // The first row and column of each window on the (padded) canvas; windows of a seamless run
+  // may run past the edge and continue from the other side.
+  std::vector<std::int64_t> window_rows, window_cols;
   // "sampler dpmpp_2m, 20 steps, seed 42, class 3 (bricks), guidance 2 below timestep 300":
   // how the result was made, for progress text and layer names.
   std::string describe(const Model& model, std::uint64_t seed) const;

@@ -19,9 +19,14 @@ constexpr std::int64_t kDefaultOverlap = 64;  // at most a quarter of the window
 constexpr std::int64_t kMaxPixelsPerCall = 512 * 512;
 constexpr double kFloatBytes = 4.0;
 
-// The sampler's own tensors, per image pixel of the canvas (and a fixed part).
-struct CanvasMemory {
+// The sampler's own tensors, per image pixel of the canvas (and a fixed part): at their peak,
+// and while the network runs (its activations come on top of those only).
+struct Linear {
   double fixed = 0.0, per_pixel = 0.0;
+  double at(double pixels) const { return fixed + per_pixel * pixels; }
+};
+struct CanvasMemory {
+  Linear peak, during_calls;
 };
 
 int output_channels(const Model& model) {
@@ -29,12 +34,17 @@ int output_channels(const Model& model) {
 }
 
 // The peak of the request's pipeline on a side x side canvas of one image, with a stand-in
-// network (zeros) on the CPU in place of the model's: what the sampler itself holds.
+// network on the CPU in place of the model's: it holds `call_bytes` (allocated, never touched)
+// while it runs and returns zeros. With call_bytes 0 that is what the sampler itself holds at
+// its peak; with call_bytes large, the peak minus call_bytes is what it holds while the
+// network runs.
 double pipeline_peak(const Model& model, const Request& r, const core::RunOptions& run,
-                     std::int64_t side) {
+                     std::int64_t side, std::int64_t call_bytes) {
   core::PipelineModel probe = model.impl().pipeline;
   const int channels = output_channels(model);
-  probe.network = [channels](const at::Tensor& x, const at::Tensor&, const core::Conditioning&) {
+  probe.network = [channels, call_bytes](const at::Tensor& x, const at::Tensor&,
+                                         const core::Conditioning&) {
+    const at::Tensor activations = at::empty({call_bytes}, at::kByte);
     return at::zeros({x.size(0), channels, x.size(2), x.size(3)}, x.options());
   };
   probe.device = c10::Device(c10::kCPU);
@@ -54,6 +64,13 @@ double pipeline_peak(const Model& model, const Request& r, const core::RunOption
   return static_cast<double>(meter.peak());
 }
 
+Linear through(double p1, double m1, double p2, double m2) {
+  Linear l;
+  l.per_pixel = std::max(0.0, (m2 - m1) / (p2 - p1));
+  l.fixed = std::max(0.0, m1 - l.per_pixel * p1);
+  return l;
+}
+
 CanvasMemory measure_canvas(const Model& model, const Request& r, core::RunOptions run) {
   const core::PipelineModel& m = model.impl().pipeline;
   run.on_step = nullptr;
@@ -66,10 +83,13 @@ CanvasMemory measure_canvas(const Model& model, const Request& r, core::RunOptio
   if (m.num_classes > 0 && run.class_label < 0) run.class_label = 0;  // no class search
   const std::int64_t side = core::canvas_side(m, kMinWindow);
   const double p1 = static_cast<double>(side * side), p2 = 4.0 * p1;
-  const double m1 = pipeline_peak(model, r, run, side), m2 = pipeline_peak(model, r, run, 2 * side);
+  // Larger than anything the sampler holds at these sizes, so the peak is during a call.
+  const std::int64_t call = std::int64_t{1} << 30;
   CanvasMemory c;
-  c.per_pixel = std::max(0.0, (m2 - m1) / (p2 - p1));
-  c.fixed = std::max(0.0, m1 - c.per_pixel * p1);
+  c.peak = through(p1, pipeline_peak(model, r, run, side, 0), p2,
+                   pipeline_peak(model, r, run, 2 * side, 0));
+  c.during_calls = through(p1, pipeline_peak(model, r, run, side, call) - call, p2,
+                           pipeline_peak(model, r, run, 2 * side, call) - call);
   return c;
 }
 
@@ -84,23 +104,25 @@ struct Facts {
   std::int64_t max_batched_guidance_pixels = 0;
 };
 
-// The estimated peak bytes a run adds, with the margin.
+// The estimated peak bytes a run adds, with the margins: the sampler's own peak, or what it
+// holds during a network call plus the call, whichever is larger.
 double estimate(const Facts& f, const core::TileLayout& l, std::int64_t per_call) {
   const core::NetworkMemory& net = f.model->impl().network_memory;
   const double n = static_cast<double>(f.size.batch);
   const double pixels = static_cast<double>(l.rows.length * l.cols.length);
   const double c_in = f.model->impl().pipeline.channels, c_out = output_channels(*f.model);
-  double held = f.canvas.fixed + n * f.canvas.per_pixel * pixels;
+  double input = 0.0;
   if (f.request->action != Action::Generate) {  // the input image and its float32 copy
-    held += 2.0 * kFloatBytes * n * c_in * static_cast<double>(f.size.height * f.size.width);
+    input = 2.0 * kFloatBytes * n * c_in * static_cast<double>(f.size.height * f.size.width);
   }
+  double during = f.canvas.during_calls.fixed + n * f.canvas.during_calls.per_pixel * pixels;
   double call = 0.0;
   if (l.single()) {
-    const bool doubled =
-        f.guided && f.size.batch * l.rows.length * l.cols.length <= f.max_batched_guidance_pixels;
+    const bool doubled = f.guided && f.size.batch * l.rows.length * l.cols.length <=
+                                         f.max_batched_guidance_pixels;
     call = net.bytes(f.size.batch * (doubled ? 2 : 1), l.rows.length * l.cols.length);
   } else {
-    held += kFloatBytes * (n * c_out + 1.0) * pixels;  // the fused sum and the weights
+    during += kFloatBytes * (n * c_out + 1.0) * pixels;  // the fused sum and the weights
     const std::int64_t images = per_call * f.size.batch;
     const std::int64_t window = l.rows.size * l.cols.size;
     call = net.bytes(images, window) +  // and the gathered windows, their outputs, weighted
@@ -112,7 +134,9 @@ double estimate(const Facts& f, const core::TileLayout& l, std::int64_t per_call
     const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (h * w));
     call = std::max(call, net.bytes(std::min<std::int64_t>(chunk, f.model->num_classes()), h * w));
   }
-  return core::kMemoryMargin * (held + call);
+  const double own = f.canvas.peak.fixed + n * f.canvas.peak.per_pixel * pixels;
+  return input + std::max(core::kMemoryMargin * own,
+                          core::kMemoryMargin * during + core::kNetworkMemoryMargin * call);
 }
 
 std::string size_text(std::int64_t w, std::int64_t h) {
@@ -210,14 +234,14 @@ TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
         plan.layout.single()
             ? "in one pass"
             : "even with " + size_text(plan.layout.cols.size, plan.layout.rows.size) + " windows";
-    throw RequestError("max_memory",
-                       std::to_string(size.batch) + " image" + (size.batch > 1 ? "s" : "") +
-                           " of " + size_text(size.width, size.height) + " need an estimated " +
-                           format_bytes(plan.estimate) + " " + windows + ", over the " +
-                           format_bytes(static_cast<double>(plan.budget.bytes)) + " budget (" +
-                           plan.budget.source +
-                           "): allow more memory, use smaller windows or a smaller size",
-                       /*about_model=*/true);
+    throw RequestError(
+        "max_memory",
+        std::to_string(size.batch) + " image" + (size.batch > 1 ? "s" : "") + " of " +
+            size_text(size.width, size.height) + (size.batch > 1 ? " need" : " needs") +
+            " an estimated " + format_bytes(plan.estimate) + " " + windows + ", over the " +
+            format_bytes(static_cast<double>(plan.budget.bytes)) + " budget (" +
+            plan.budget.source + "): allow more memory, use smaller windows or a smaller size",
+        /*about_model=*/true);
   }
   // Batch windows while the budget allows and calls stay small.
   const std::int64_t window = plan.layout.rows.size * plan.layout.cols.size;

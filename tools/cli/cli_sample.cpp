@@ -158,6 +158,15 @@ class Command {
     std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(),
                  model.info().architecture.c_str(), text.c_str(), plan.device.c_str());
     std::fprintf(stderr, "%s: %s\n", what().c_str(), plan.memory.c_str());
+    if (plan.windows > 1) {
+      auto list = [](const std::vector<std::int64_t>& v) {
+        std::string text;
+        for (std::int64_t x : v) text += (text.empty() ? "" : " ") + std::to_string(x);
+        return text;
+      };
+      std::fprintf(stderr, "%s: windows start at rows %s and columns %s\n", what().c_str(),
+                   list(plan.window_rows).c_str(), list(plan.window_cols).c_str());
+    }
   }
 
   // Progress in steps, or in windows for a tiled run (a step of a large canvas takes minutes):
