@@ -46,6 +46,14 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
     g_object_get(config, "seamless", &seamless, nullptr);
     r.seamless = seamless;
   }
+  // Configs saved before tiling existed lack these: the engine's automatic choices then apply.
+  if (has_property(config, "tile-size")) g_object_get(config, "tile-size", &r.tile_size, nullptr);
+  if (has_property(config, "tile-overlap")) {
+    int overlap = -1;
+    g_object_get(config, "tile-overlap", &overlap, nullptr);
+    if (overlap >= 0) r.tile_overlap = overlap;  // -1: automatic
+  }
+  if (has_property(config, "max-memory")) r.max_memory = get_string(config, "max-memory");
   if (action == Action::Img2img) g_object_get(config, "strength", &r.strength, nullptr);
   if (action == Action::Denoise) {
     double level = 0.0;
@@ -58,10 +66,16 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
 std::string argument_message(const RequestError& error) {
   const std::string& field = error.field();
   const std::string text = error.what();
-  std::string name = field == "class_name" ? "class" : field == "sigma" ? "noise-level" : field;
   if (field == "image") return "the area to process: " + text;
-  // "steps 101 exceeds ..." names the argument already; other sentences get it first.
-  if (text.rfind(field + " ", 0) == 0) return name + text.substr(field.size());
+  std::string name = field == "class_name" ? "class" : field == "sigma" ? "noise-level" : field;
+  for (char& c : name) c = c == '_' ? '-' : c;  // "tile_size" -> "tile-size"
+  // "steps 101 exceeds ..." and "tile size must be ..." name the argument already, as the field
+  // or in words; other sentences get it first.
+  std::string words = field;
+  for (char& c : words) c = c == '_' ? ' ' : c;
+  for (const std::string& lead : {field, words}) {
+    if (text.rfind(lead + " ", 0) == 0) return name + text.substr(lead.size());
+  }
   return name + ": " + text;
 }
 

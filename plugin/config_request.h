@@ -20,7 +20,8 @@ struct PluginRequest {
 PluginRequest read_config(Action action, GimpProcedureConfig* config);
 
 // A RequestError in the plug-in's words: its field as the argument name ("class_name" ->
-// "class", "sigma" -> "noise-level", "image" -> "the area to process").
+// "class", "sigma" -> "noise-level", "tile_size" -> "tile-size", "max_memory" -> "max-memory",
+// "image" -> "the area to process").
 std::string argument_message(const RequestError& error);
 
 }  // namespace gd::plugin

@@ -92,6 +92,25 @@ void add_output_argument(GimpProcedure* procedure) {
       FALSE, G_PARAM_READWRITE);
 }
 
+// Last in every procedure, so that scripts passing arguments by position still work.
+void add_memory_arguments(GimpProcedure* procedure) {
+  gimp_procedure_add_int_argument(
+      procedure, "tile-size", "T_ile size",
+      "The largest window side in pixels: the network sees the area in overlapping windows fused "
+      "without seams, so any size runs in bounded memory. 0: automatic (the whole area when it "
+      "fits the memory budget, else the largest window that does); -1: never tile",
+      -1, 65536, 0, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument(procedure, "tile-overlap", "Tile o_verlap",
+                                  "Pixels each window shares with its neighbours; -1: automatic "
+                                  "(64, at most a quarter of the window)",
+                                  -1, 4096, -1, G_PARAM_READWRITE);
+  gimp_procedure_add_string_argument(
+      procedure, "max-memory", "Memory _budget",
+      "The run's memory budget, like 4G or 512M; a run that cannot fit it even in the smallest "
+      "windows is refused before it starts. Empty: 80% of the memory available",
+      "", G_PARAM_READWRITE);
+}
+
 void set_common_metadata(GimpProcedure* procedure, const char* label, const char* blurb,
                          const char* help) {
   gimp_procedure_set_image_types(procedure, "RGB*, GRAY*");
@@ -124,6 +143,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
         "pads and crops to its downsampling factor.");
     add_common_arguments(procedure);
     add_output_argument(procedure);
+    add_memory_arguments(procedure);
     add_seed_return(procedure);
     gimp_procedure_add_layer_return_value(
         procedure, "layer", "Layer", "The layer holding the result (the new one, or the drawable)",
@@ -143,6 +163,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
                                        "schedule re-added before sampling back",
                                        0.01, 1.0, 0.6, G_PARAM_READWRITE);
     add_output_argument(procedure);
+    add_memory_arguments(procedure);
     add_seed_return(procedure);
     gimp_procedure_add_layer_return_value(
         procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
@@ -161,6 +182,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
         "Standard deviation of the noise in 0-1 units (0.04 is about "
         "10 levels of 255); 0: estimate it from the image",
         0.0, 1.0, 0.0, G_PARAM_READWRITE);
+    add_memory_arguments(procedure);
     add_seed_return(procedure);
     gimp_procedure_add_double_return_value(procedure, "noise-level-used", "Noise level used",
                                            "The noise level denoised (given or estimated)", 0.0,

@@ -2,7 +2,9 @@
 
 #include <libgimp/gimpui.h>
 
+#include <algorithm>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,27 +34,64 @@ std::string basename_of(std::string path) {
   return s;
 }
 
-void show_progress(Action action, const std::string& what, int done, int total) {
+void show_progress(Action action, const std::string& what, double fraction) {
   gimp_progress_set_text((std::string(action_title(action)) + ": " + what).c_str());
-  gimp_progress_update(total > 0 ? static_cast<double>(done) / total : 0.0);
+  gimp_progress_update(fraction);
 }
 
-Callbacks progress_callbacks(Action action) {
+// Where the sampling stands, shared by the step and window callbacks.
+struct StepProgress {
+  int done = 0;      // steps done
+  int total = 0;     // steps in all; 0 until the sampler reports (Image to Image and Denoise
+                     // trim the schedule, so only Generate knows it beforehand)
+  double shown = 0;  // the bar never moves back (a guided step may run the windows twice)
+};
+
+// Progress in steps, or for a tiled run (Plan::windows > 1, where one step of a large area can
+// take minutes) also in windows within each step. Cancel: when the user cancels the progress,
+// GIMP closes the plug-in's process (gimp_plug_in_close in GIMP's
+// app/plug-in/gimpplugin-progress.c), which the plug-in cannot observe; so the callbacks never
+// ask the engine to stop, between steps and between windows alike, and since the image is
+// written only once the result is complete, a cancelled run leaves it as it was.
+Callbacks progress_callbacks(Action action, const Plan& plan) {
+  auto state = std::make_shared<StepProgress>();
+  if (action == Action::Generate) state->total = plan.steps;
   Callbacks c;
-  c.on_step = [action](int done, int total) {
-    show_progress(action, "step " + std::to_string(done) + " of " + std::to_string(total), done,
-                  total);
+  c.on_step = [action, state](int done, int total) {
+    state->done = done;
+    state->total = total;
+    state->shown = std::max(state->shown, total > 0 ? static_cast<double>(done) / total : 0.0);
+    show_progress(action, "step " + std::to_string(done) + " of " + std::to_string(total),
+                  state->shown);
     return true;
   };
-  c.on_threads = [action](int, const std::string& text) {
-    show_progress(action, "running on " + text, 0, 1);
+  if (plan.windows > 1) {
+    c.on_window = [action, state](int done, int windows) {
+      // "step 3 of 20, window 5 of 16"; "step 1, window 5 of 16" while the total is unknown.
+      std::string where = "step " + std::to_string(state->done + 1);
+      if (state->total > 0) {
+        where = "step " + std::to_string(std::min(state->done + 1, state->total)) + " of " +
+                std::to_string(state->total);
+        const double within = windows > 0 ? static_cast<double>(done) / windows : 0.0;
+        state->shown = std::max(state->shown, std::min(1.0, (state->done + within) / state->total));
+      }
+      show_progress(action,
+                    where + ", window " + std::to_string(done) + " of " + std::to_string(windows),
+                    state->shown);
+      return true;
+    };
+  }
+  // Before the first step: the threads and the memory plan (whole area or windows, the
+  // estimated peak against the budget), which stay on show while the first step runs.
+  c.on_threads = [action, memory = plan.memory](int, const std::string& text) {
+    show_progress(action, "running on " + text + "; " + memory, 0.0);
   };
   // The search for the best-fitting class (a few seconds on a CPU) comes before the steps.
   c.on_class_fit = [action](int done, int total) {
     show_progress(action,
                   "finding the best-fitting class (" + std::to_string(done) + " of " +
                       std::to_string(total) + ")",
-                  done, total);
+                  total > 0 ? static_cast<double>(done) / total : 0.0);
     return true;
   };
   return c;
@@ -88,21 +127,21 @@ Outcome run_on_image(Action action, GimpImage* image, GimpDrawable* drawable, co
   Request& request = p.request;
   request.width = region.width;
   request.height = region.height;
-  show_progress(action, "loading model", 0, 1);
+  show_progress(action, "loading model", 0.0);
   core::reuse_freed_memory();  // a plug-in run is a one-shot process: see core/memory_policy.h
   const Model model = load_model(request);
   const int channels = gimp_drawable_is_rgb(drawable) ? 3 : 1;
   const ImageShape shape{1, channels, region.height, region.width};
   // Checked before any pixel is read.
   Plan plan = check_request(model, request, action == Action::Generate ? ImageShape{} : shape);
-  show_progress(action, plan.describe(model, request.seed), 0, 1);
+  show_progress(action, plan.describe(model, request.seed) + "; " + plan.memory, 0.0);
   Outcome outcome;
   outcome.seed = request.seed;
   PixelBuffer input;
   if (action != Action::Generate) input = read_region(drawable, region);
   const PixelBuffer result =
       run_on_pixels(model, request, action == Action::Generate ? nullptr : &input, channels,
-                    progress_callbacks(action), &outcome.details);
+                    progress_callbacks(action, plan), &outcome.details);
   gimp_progress_update(1.0);
   // The class actually used (the best fit is known only now) goes into the layer name.
   plan.classes = outcome.details.classes;

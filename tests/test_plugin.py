@@ -3,7 +3,9 @@ Script-Fu and Python-Fu (non-interactive, named arguments) on RGB, RGBA, GRAY an
 with and without a selection, and the exported results are compared with gimp-diffusion-cli's
 for the same model, seed and settings (within 1/255). Outside a selection nothing may change;
 alpha is kept; a bad model or device fails with a one-line error, a non-zero batch status and the
-image untouched.
+image untouched. Tiled runs (the tile-size, tile-overlap and max-memory arguments) on the bundled
+model give the CLI's tiled result, and a memory budget too small for the area is refused before
+anything changes.
 
 Environment: GD_CLI (the CLI), GD_GIMP_BATCH (tools/gimp-batch), GD_PLUGIN (the plug-in),
 TEST_DATA_DIR. Three GIMP starts in all (about 10 s each).
@@ -29,6 +31,16 @@ CLI = os.environ["GD_CLI"]
 BATCH = os.environ.get("GD_GIMP_BATCH", os.path.join(os.path.dirname(__file__), "..", "tools", "gimp-batch"))
 W, H = 21, 18          # odd on purpose: the model's factor is 2, so the engine pads and crops
 SEL = (4, 3, 11, 9)    # x, y, w, h of the rectangular selection (odd size too)
+# Tiled runs: a 160x96 area of a larger image in windows of at most 64 pixels with an overlap other
+# than the automatic 16 (8 windows of 64x64 on the bundled model, whose factor is 8), and a budget
+# given so that the CLI's reference batches the windows the same way. The generated result differs
+# from the whole-area one and from the automatic overlap's by 0.04 or more, so matching the CLI
+# shows that each argument reached the engine. The image is converted to float precision first, so
+# the layer keeps what the plug-in wrote (a NaN too) unrounded.
+TW, TH = 176, 112
+TSEL = (8, 8, 160, 96)
+TILED = {"model": BUNDLED, "steps": 3, "class": "1", "tile-size": 64, "tile-overlap": 24,
+         "max-memory": "2G"}
 
 failures = []
 
@@ -77,8 +89,11 @@ def make_inputs(tmp):
     alpha = 0.3 + 0.7 * (xx / (W - 1))[..., None]   # never 0: PNG export zeroes transparent colour
     gray = (0.3 * r + 0.6 * g + 0.1 * b)[..., None]
     paths = {}
+    ty, tx = np.mgrid[0:TH, 0:TW].astype(np.float64)
+    texture = np.stack([0.5 + 0.3 * np.sin(tx / 5.0 + c) * np.cos(ty / 7.0) for c in range(3)], -1)
+    texture += np.random.default_rng(1).normal(0.0, 0.1, texture.shape)  # noise to denoise
     for name, arr, depth in [("rgb8", rgb, 8), ("rgba8", np.concatenate([rgb, alpha], -1), 8),
-                             ("gray8", gray, 8), ("rgb16", rgb, 16)]:
+                             ("gray8", gray, 8), ("rgb16", rgb, 16), ("tex", texture, 8)]:
         paths[name] = os.path.join(tmp, name + ".png")
         write_png(paths[name], arr, depth)
     return paths
@@ -142,8 +157,11 @@ def scheme_script(tmp, inputs, cases):
 
 PY_HELPERS = r'''
 import json
-from gi.repository import Gimp, Gio
+import gi
+gi.require_version('Gegl', '0.4')
+from gi.repository import Gimp, Gio, Gegl
 results = {}
+last = None  # the last run's return values
 def load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 def save(img, path):
@@ -156,19 +174,42 @@ def run(proc, img, args):
     c.set_core_object_array('drawables', img.get_selected_drawables())
     for k, v in args.items():
         c.set_property(k, v)
-    r = p.run(c)
+    global last
+    last = r = p.run(c)
     status = r.index(0)
     out = {'status': status.value_nick}
     if status == Gimp.PDBStatusType.SUCCESS:
         out['seed'] = r.index(1)
     else:
         out['error'] = r.index(1) if r.length() > 1 else ''
+    out['layers'] = [[l.get_width(), l.get_height()] + list(l.get_offsets()[-2:])
+                     for l in img.get_layers()]
     return out
+def dump(drawable, x, y, w, h, path):
+    """The drawable's pixels at x, y, w, h (its own coordinates) as float32 RGBA."""
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, "R'G'B'A float",
+                                     Gegl.AbyssPolicy.CLAMP)
+    open(path, 'wb').write(data)
 '''
 
 
-def python_script(tmp, inputs, cases, error_cases):
+def python_script(tmp, inputs, cases, error_cases, tiled_cases):
     lines = [PY_HELPERS]
+    for name, proc, args in tiled_cases:
+        lines.append("img = load(%r)" % inputs["tex"])
+        lines.append("img.convert_precision(Gimp.Precision.FLOAT_NON_LINEAR)")
+        lines.append("img.select_rectangle(Gimp.ChannelOps.REPLACE, %d, %d, %d, %d)" % TSEL)
+        lines.append("results[%r] = run(%r, img, %r)" % (name, proc, dict(COMMON, **args)))
+        # The result: the new layer (placed at the area), or the drawable's area.
+        lines.append("if results[%r]['status'] == 'success':" % name)
+        if args.get("output") == "new-layer":
+            lines.append("    dump(last.index(2), 0, 0, %d, %d, %r)"
+                         % (TSEL[2], TSEL[3], os.path.join(tmp, name + ".f32")))
+        else:
+            lines.append("    dump(img.get_layers()[0], %d, %d, %d, %d, %r)"
+                         % (TSEL + (os.path.join(tmp, name + ".f32"),)))
+        lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
+        lines.append("img.delete()")
     for name, inp, proc, sel, args, iface in cases:
         allargs = dict(COMMON, model=MODEL)
         allargs.update(args)
@@ -183,9 +224,10 @@ def python_script(tmp, inputs, cases, error_cases):
         lines.append("results[%r] = run(%r, img, %r)" % (name, proc, dict(COMMON, **args)))
         lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
         lines.append("img.delete()")
-    # Too large: refused before any pixel is read.
-    lines.append("img = Gimp.Image.new(4200, 4200, Gimp.ImageBaseType.RGB)")
-    lines.append("l = Gimp.Layer.new(img, 'big', 4200, 4200, Gimp.ImageType.RGB_IMAGE, 100, Gimp.LayerMode.NORMAL)")
+    # Too large (over 16384x16384 pixels): refused before any pixel is read. The layer is never
+    # written, so GEGL allocates none of its tiles.
+    lines.append("img = Gimp.Image.new(16500, 16400, Gimp.ImageBaseType.RGB)")
+    lines.append("l = Gimp.Layer.new(img, 'big', 16500, 16400, Gimp.ImageType.RGB_IMAGE, 100, Gimp.LayerMode.NORMAL)")
     lines.append("img.insert_layer(l, None, 0)")
     lines.append("results['too-large'] = run('denoise', img, %r)" % dict(COMMON, model=MODEL, seed=1))
     lines.append("img.delete()")
@@ -264,6 +306,53 @@ def compare_case(tmp, inputs, case, seed):
         check(a_err <= 1e-6, "%s: alpha kept (max %.6f)" % (name, a_err))
 
 
+def tiled_reference(tmp, inputs, name, proc, args, seed):
+    """The CLI's result for a tiled case, with the same windows and budget: [h, w, 3] floats."""
+    ref_out = os.path.join(tmp, name + ".ref.safetensors")
+    common = ["--sampler", COMMON["sampler"], "--steps", str(args["steps"]), "--eta", "0",
+              "--seed", str(seed), "--device", "cpu", "--class", args["class"],
+              "--tile-size", str(args["tile-size"]), "--tile-overlap", str(args["tile-overlap"]),
+              "--max-memory", args["max-memory"], "-o", ref_out]
+    x, y, w, h = TSEL
+    if proc == "generate":
+        cli("generate", ["--width", str(w), "--height", str(h)] + common, BUNDLED)
+    else:
+        src, depth = read_png(inputs["tex"])
+        crop = os.path.join(tmp, name + ".crop.png")
+        write_png(crop, src[y:y + h, x:x + w], depth)
+        cli("denoise", ["-i", crop, "--sigma", str(args["noise-level"])] + common, BUNDLED)
+    return read_safetensors(ref_out)[0].transpose(1, 2, 0)
+
+
+def check_tiled(tmp, inputs, name, proc, args, r):
+    check(r.get("status") == "success", "%s: succeeds (%s)" % (name, r.get("error", r.get("status"))))
+    if r.get("status") != "success":
+        return
+    check(r.get("seed") == args["seed"], "%s: returns the seed given" % name)
+    x, y, w, h = TSEL
+    layers = r.get("layers", [])
+    if proc == "generate":
+        check(len(layers) == 2 and layers[0] == [w, h, x, y],
+              "%s: one new layer of %dx%d at %d,%d (%s)" % (name, w, h, x, y, layers))
+    else:
+        check(len(layers) == 1, "%s: no new layer (%s)" % (name, layers))
+    got = np.fromfile(os.path.join(tmp, name + ".f32"), dtype="<f4").reshape(h, w, 4)[..., :3]
+    check(bool(np.isfinite(got).all()), "%s: no NaN or infinity" % name)
+    spread = float(got.std())
+    check(spread > 0.01, "%s: the pixels vary (standard deviation %.4f)" % (name, spread))
+    ref = tiled_reference(tmp, inputs, name, proc, args, args["seed"])
+    # Same engine, input and windows, and a float layer: no rounding between the two.
+    err = float(np.abs(got - ref).max())
+    check(err <= 1e-4, "%s: equals the CLI's tiled result within 1e-4 (max error %.2g)" % (name, err))
+    if proc == "denoise":
+        src, _ = read_png(inputs["tex"])
+        out, _ = read_png(os.path.join(tmp, name + ".out.png"))
+        mask = np.ones(src.shape[:2], bool)
+        mask[y:y + h, x:x + w] = False
+        outside = float(np.abs(out[mask] - src[mask]).max())
+        check(outside <= 1e-6, "%s: nothing changes outside the selection (max %.6f)" % (name, outside))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="gd-plugin-test-")
     inputs = make_inputs(tmp)
@@ -279,6 +368,16 @@ def main():
         # Guidance needs classes, and a scale from 1 (0 is the model's default).
         ("py-guidance-unconditional", "rgb8", "generate", dict(model=MODEL, seed=1, guidance=2.0)),
         ("py-guidance-range", "rgb8", "img2img", dict(model=MODEL, seed=1, guidance=0.5)),
+        # A memory budget no window size can meet: refused before any pixel changes.
+        ("py-max-memory-generate", "tex", "generate",
+         {"model": BUNDLED, "seed": 1, "output": "new-layer", "max-memory": "1M"}),
+        ("py-max-memory-denoise", "tex", "denoise",
+         {"model": BUNDLED, "seed": 1, "noise-level": 0.1, "max-memory": "1M"}),
+    ]
+    # Tiled: the 160x96 area in 3x2 windows of the bundled model.
+    tiled_cases = [
+        ("py-gen-tiled", "generate", dict(TILED, seed=21, output="new-layer")),
+        ("py-dn-tiled", "denoise", dict(TILED, seed=22, **{"noise-level": 0.1})),
     ]
 
     # 1. Script-Fu, named arguments.
@@ -306,7 +405,8 @@ def main():
     os.makedirs(os.path.join(profile, "diffusion-models"))
     os.symlink(os.path.abspath(MODEL), os.path.join(profile, "diffusion-models", "tiny"))
     env = dict(os.environ, GIMP_DIFFUSION_MODEL=MODEL, GD_GIMP_PROFILE=profile)
-    rc, log = gimp_batch("python-fu-eval", python_script(tmp, inputs, python_cases, error_cases), env=env)
+    rc, log = gimp_batch("python-fu-eval", python_script(tmp, inputs, python_cases, error_cases, tiled_cases),
+                         env=env)
     check(rc == 0, "Python-Fu batch exits 0 (got %d)" % rc)
     results = {}
     try:
@@ -337,10 +437,16 @@ def main():
             check("needs a class-conditional model" in err, "%s: says guidance needs classes: %r" % (name, err))
         if name == "py-guidance-range":
             check("guidance must be from 1" in err, "%s: names the range: %r" % (name, err))
+        if name.startswith("py-max-memory"):
+            check(err.startswith("%s: max-memory: " % ("Generate" if "generate" in name else "Denoise Layer"))
+                  and "over the 1 MiB budget" in err, "%s: names max-memory and the budget: %r" % (name, err))
         if inp:
             out, _ = read_png(os.path.join(tmp, name + ".out.png"))
             src, _ = read_png(inputs[inp])
             check(out.shape == src.shape and float(np.abs(out - src).max()) == 0.0, "%s: image untouched" % name)
+            check(len(r.get("layers", [])) == 1, "%s: no new layer (%s)" % (name, r.get("layers")))
+    for name, proc, args in tiled_cases:
+        check_tiled(tmp, inputs, name, proc, args, results.get(name, {}))
     cuda = results.get("cuda", {})
     check(cuda.get("status") == "success" or "CUDA" in cuda.get("error", ""),
           "device cuda: works or says there is no CUDA (%s)" % cuda)

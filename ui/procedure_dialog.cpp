@@ -66,6 +66,13 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
                                  "threads", nullptr);
   gimp_procedure_dialog_fill_frame(dlg, "sampling-frame", "sampling-title", FALSE, "sampling-box");
 
+  // Memory: whether the area goes through the network whole or in windows, within what budget.
+  // Last, since the automatic choices suit most runs.
+  gimp_procedure_dialog_get_label(dlg, "memory-title", "Memory", FALSE, FALSE);
+  gimp_procedure_dialog_fill_box(dlg, "memory-box", "tile-size", "tile-overlap", "max-memory",
+                                 nullptr);
+  gimp_procedure_dialog_fill_frame(dlg, "memory-frame", "memory-title", FALSE, "memory-box");
+
   // The action's own options.
   GList* action = nullptr;
   for (const char* name : {"strength", "noise-level", "output", "seamless"}) {
@@ -76,9 +83,10 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
     gimp_procedure_dialog_fill_box_list(dlg, "action-box", action);
     gimp_procedure_dialog_fill_frame(dlg, "action-frame", "action-title", FALSE, "action-box");
     g_list_free(action);
-    gimp_procedure_dialog_fill(dlg, "model-frame", "sampling-frame", "action-frame", nullptr);
+    gimp_procedure_dialog_fill(dlg, "model-frame", "sampling-frame", "action-frame", "memory-frame",
+                               nullptr);
   } else {
-    gimp_procedure_dialog_fill(dlg, "model-frame", "sampling-frame", nullptr);
+    gimp_procedure_dialog_fill(dlg, "model-frame", "sampling-frame", "memory-frame", nullptr);
   }
 
   // eta only matters for DDIM.
