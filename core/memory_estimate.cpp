@@ -46,6 +46,8 @@ MemoryMeter::~MemoryMeter() = default;
 
 std::int64_t MemoryMeter::peak() const { return reporter_->peak.load(); }
 
+std::int64_t MemoryMeter::current() const { return reporter_->current.load(); }
+
 double NetworkMemory::bytes(std::int64_t images, std::int64_t pixels) const {
   const double p = static_cast<double>(pixels);
   return fixed + static_cast<double>(images) * (per_pixel * p + per_pixel_squared * p * p);

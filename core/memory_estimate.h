@@ -32,6 +32,7 @@ class MemoryMeter {
   MemoryMeter(const MemoryMeter&) = delete;
   MemoryMeter& operator=(const MemoryMeter&) = delete;
   std::int64_t peak() const;
+  std::int64_t current() const;  // held now, above what was held when it started
 
  private:
   struct Reporter;

@@ -46,13 +46,14 @@ Prepared prepare(const PipelineModel& model, const RunOptions& options) {
   return p;
 }
 
-// The network in float32 model space, whatever device and dtype it runs in.
+// The network in float32 model space, whatever device and dtype it runs in; the output comes
+// back to the device of the sample (the sampler's maths runs where the canvas is).
 NetworkFn network_in_float(const PipelineModel& model) {
   return [&model](const at::Tensor& x, const at::Tensor& t, const Conditioning& cond) {
     Conditioning on_device = cond;
     if (cond.self_cond) on_device.self_cond = cond.self_cond->to(model.device, model.dtype);
     return model.network(x.to(model.device, model.dtype), t.to(model.device), on_device)
-        .to(at::kFloat);
+        .to(x.device(), at::kFloat);
   };
 }
 

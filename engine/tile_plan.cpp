@@ -33,24 +33,27 @@ int output_channels(const Model& model) {
   return model.impl().pipeline.channels * (model.info().learned_variance ? 2 : 1);
 }
 
-// The peak of the request's pipeline on a side x side canvas of one image, with a stand-in
-// network on the CPU in place of the model's: it holds `call_bytes` (allocated, never touched)
-// while it runs and returns zeros. With call_bytes 0 that is what the sampler itself holds at
-// its peak; with call_bytes large, the peak minus call_bytes is what it holds while the
-// network runs.
-double pipeline_peak(const Model& model, const Request& r, const core::RunOptions& run,
-                     std::int64_t side, std::int64_t call_bytes) {
+// What the request's pipeline holds on a side x side canvas of one image, with a stand-in
+// network on the CPU (zeros) in place of the model's: at its peak, and at most while the network
+// runs (the stand-in reads the meter as it is called).
+struct Held {
+  double peak = 0.0, during_calls = 0.0;
+};
+
+Held pipeline_held(const Model& model, const Request& r, const core::RunOptions& run,
+                   std::int64_t side) {
   core::PipelineModel probe = model.impl().pipeline;
   const int channels = output_channels(model);
-  probe.network = [channels, call_bytes](const at::Tensor& x, const at::Tensor&,
-                                         const core::Conditioning&) {
-    const at::Tensor activations = at::empty({call_bytes}, at::kByte);
+  const at::Tensor image = at::rand({1, probe.channels, side, side});  // the input, not counted
+  core::MemoryMeter meter;
+  Held held;
+  probe.network = [channels, &meter, &held](const at::Tensor& x, const at::Tensor&,
+                                            const core::Conditioning&) {
+    held.during_calls = std::max(held.during_calls, static_cast<double>(meter.current()));
     return at::zeros({x.size(0), channels, x.size(2), x.size(3)}, x.options());
   };
   probe.device = c10::Device(c10::kCPU);
   probe.dtype = at::kFloat;
-  const at::Tensor image = at::rand({1, probe.channels, side, side});  // the input, not counted
-  core::MemoryMeter meter;
   if (r.action == Action::Generate) {
     core::GenerateOptions g;
     static_cast<core::RunOptions&>(g) = run;
@@ -61,7 +64,8 @@ double pipeline_peak(const Model& model, const Request& r, const core::RunOption
   } else {
     core::denoise(probe, image, 0.1, run);
   }
-  return static_cast<double>(meter.peak());
+  held.peak = static_cast<double>(meter.peak());
+  return held;
 }
 
 Linear through(double p1, double m1, double p2, double m2) {
@@ -83,13 +87,11 @@ CanvasMemory measure_canvas(const Model& model, const Request& r, core::RunOptio
   if (m.num_classes > 0 && run.class_label < 0) run.class_label = 0;  // no class search
   const std::int64_t side = core::canvas_side(m, kMinWindow);
   const double p1 = static_cast<double>(side * side), p2 = 4.0 * p1;
-  // Larger than anything the sampler holds at these sizes, so the peak is during a call.
-  const std::int64_t call = std::int64_t{1} << 30;
+  const Held small = pipeline_held(model, r, run, side);
+  const Held large = pipeline_held(model, r, run, 2 * side);
   CanvasMemory c;
-  c.peak = through(p1, pipeline_peak(model, r, run, side, 0), p2,
-                   pipeline_peak(model, r, run, 2 * side, 0));
-  c.during_calls = through(p1, pipeline_peak(model, r, run, side, call) - call, p2,
-                           pipeline_peak(model, r, run, 2 * side, call) - call);
+  c.peak = through(p1, small.peak, p2, large.peak);
+  c.during_calls = through(p1, small.during_calls, p2, large.during_calls);
   return c;
 }
 
@@ -118,8 +120,8 @@ double estimate(const Facts& f, const core::TileLayout& l, std::int64_t per_call
   double during = f.canvas.during_calls.fixed + n * f.canvas.during_calls.per_pixel * pixels;
   double call = 0.0;
   if (l.single()) {
-    const bool doubled = f.guided && f.size.batch * l.rows.length * l.cols.length <=
-                                         f.max_batched_guidance_pixels;
+    const bool doubled =
+        f.guided && f.size.batch * l.rows.length * l.cols.length <= f.max_batched_guidance_pixels;
     call = net.bytes(f.size.batch * (doubled ? 2 : 1), l.rows.length * l.cols.length);
   } else {
     during += kFloatBytes * (n * c_out + 1.0) * pixels;  // the fused sum and the weights

@@ -11,7 +11,7 @@ nothing. Run it inside the build root (tools/env) after building:
   tools/env python3 tools/benchmark/tiling.py seams [--size 1024] [--tile 256] [--steps 20]
       mean absolute gradient across the window edges of a generated texture over the mean
       across every other row and column (1.0: edges look like the rest)
-  tools/env python3 tools/benchmark/tiling.py denoise [--width 6000] [--height 4000]
+  tools/env python3 tools/benchmark/tiling.py denoise [--width 6000] [--height 4000] [--steps N]
       a synthetic noisy photograph (smooth random colour field, Gaussian noise sigma 0.05)
       denoised under the default budget: time and peak RSS
 
@@ -137,8 +137,10 @@ def cmd_denoise(a):
     path = os.path.join(SCRATCH, f"photo-{a.width}x{a.height}.png")
     samples = (noisy.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8).tobytes()
     encode_png(path, a.width, a.height, 3, 8, samples)
-    seconds, rss, err = run_cli(a.cli, ["denoise", "-i", path, "-o",
-                                        os.path.join(SCRATCH, "photo-denoised.png")])
+    args = ["denoise", "-i", path, "-o", os.path.join(SCRATCH, "photo-denoised.png")]
+    if a.steps:
+        args += ["--steps", str(a.steps)]
+    seconds, rss, err = run_cli(a.cli, args)
     windows, est = plan_facts(err)
     steps = next((l for l in err.splitlines() if l.startswith("denoise: sigma")), "")
     print(f"| {a.width}×{a.height} | {windows} | {seconds:.0f} s | {gib(rss):.2f} GiB | "
@@ -162,6 +164,7 @@ def main():
     s = sub.add_parser("denoise")
     s.add_argument("--width", type=int, default=6000)
     s.add_argument("--height", type=int, default=4000)
+    s.add_argument("--steps", type=int, default=0, help="0: the CLI's default")
     a = p.parse_args()
     os.makedirs(SCRATCH, exist_ok=True)
     {"sizes": cmd_sizes, "seams": cmd_seams, "denoise": cmd_denoise}[a.command](a)
