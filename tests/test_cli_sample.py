@@ -20,6 +20,9 @@ CLI = os.environ.get("GD_CLI", "build/tools/cli/gimp-diffusion-cli")
 DATA = os.environ.get("TEST_DATA_DIR", os.path.join(os.path.dirname(__file__), "data"))
 DIFFUSERS = os.path.join(DATA, "diffusers-tiny", "model")
 DDPM = os.path.join(DATA, "lucidrains-tiny", "model-1.pt")
+# 20/40-channel networks: the widths whose oneDNN kernels libdnnl 3.7.2 gets wrong.
+ODD = {"diffusers-odd": os.path.join(DATA, "diffusers-odd", "model"),
+       "lucidrains-odd": os.path.join(DATA, "lucidrains-odd", "model-1.pt")}
 
 
 def run(*args, timeout=300):
@@ -92,6 +95,32 @@ class Generate(unittest.TestCase):
         _, ref = read_tensor(os.path.join(DATA, "lucidrains-tiny", "generate_ddim_10_eta0_16x16.safetensors"), "image")
         self.assertLessEqual(max(abs(a - b) for a, b in zip(ours, ref)), 2e-3)
 
+    def test_matches_odd_width_references(self):
+        """The 20/40-channel reference cases (tests/data/*-odd) through the CLI, with two threads:
+        LibTorch then sends the channels-last 1x1 layers to oneDNN, whose libdnnl 3.7.2 computes
+        these widths wrongly; the kernel check reroutes them. With that library and
+        GD_NO_KERNEL_CHECK=1 this fails (docs/numerics.md)."""
+        for folder, wanted in (("diffusers-odd", "generate_ddim_10_eta0_b2_16x16.safetensors"),
+                               ("lucidrains-odd", "generate_ddim_10_eta1_b1_48x48.safetensors")):
+            with self.subTest(folder=folder):
+                with open(os.path.join(DATA, folder, "cases.json")) as f:
+                    cases = json.load(f)
+                case = next(c for c in (cases if isinstance(cases, list) else cases["checks"])
+                            if c.get("file") == wanted)
+                out = os.path.join(self.tmp, folder + ".safetensors")
+                code, _, err = run("generate", "--model", ODD[folder], "--sampler", case["sampler"],
+                                   "--steps", str(case["steps"]), "--eta", str(case["eta"]),
+                                   "--seed", str(case["seed"]), "--batch", str(case["batch"]),
+                                   "--width", str(case["width"]), "--height", str(case["height"]),
+                                   "--threads", "2", "--tile-size", "none", "--device", "cpu", "-o", out)
+                self.assertEqual(code, 0, err)
+                shape, ours = read_tensor(out, "image")
+                ref_shape, ref = read_tensor(os.path.join(DATA, folder, wanted), "image")
+                self.assertEqual(shape, ref_shape)
+                error = max(abs(a - b) for a, b in zip(ours, ref))
+                print(f"{folder}/{wanted} through the CLI: max |image - reference| = {error:.3g}")
+                self.assertLessEqual(error, 2e-3, folder)
+
     def test_png_batch_non_square_and_same_seed_same_image(self):
         out = os.path.join(self.tmp, "tex.png")
         args = ("generate", "--model", DIFFUSERS, "--sampler", "dpmpp_2m", "--steps", "4",
@@ -148,6 +177,25 @@ class ImageToImage(unittest.TestCase):
         _, ours = read_tensor(out, "image")
         _, ref = read_tensor(fixture, "image")
         self.assertLessEqual(max(abs(a - b) for a, b in zip(ours, ref)), 2e-3)
+
+    def test_matches_odd_width_reference(self):
+        """The 20/40-channel diffusers model's img2img case, with two threads (see
+        Generate.test_matches_odd_width_references). 48x48 is three times the model's native
+        size: --tile-size none runs the whole canvas at once, as diffusers did."""
+        fixture = os.path.join(DATA, "diffusers-odd", "img2img_dpmpp_2m_10_s0.6_48x48.safetensors")
+        shape, values = read_tensor(fixture, "input")
+        source = os.path.join(self.tmp, "in.safetensors")
+        write_tensor(source, "image", shape, values)
+        out = os.path.join(self.tmp, "out.safetensors")
+        code, _, err = run("img2img", "--model", ODD["diffusers-odd"], "-i", source, "--strength", "0.6",
+                           "--sampler", "dpmpp_2m", "--steps", "10", "--seed", "23", "--threads", "2",
+                           "--tile-size", "none", "-o", out)
+        self.assertEqual(code, 0, err)
+        _, ours = read_tensor(out, "image")
+        _, ref = read_tensor(fixture, "image")
+        error = max(abs(a - b) for a, b in zip(ours, ref))
+        print(f"diffusers-odd img2img through the CLI: max |image - reference| = {error:.3g}")
+        self.assertLessEqual(error, 2e-3)
 
     def test_alpha_passes_through_and_depth_is_kept(self):
         source = os.path.join(self.tmp, "in.png")

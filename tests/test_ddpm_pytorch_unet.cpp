@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -14,9 +16,11 @@
 #include "core/error.h"
 #include "models/ddpm_pytorch_checkpoint.h"
 #include "models/ddpm_pytorch_unet.h"
+#include "models/model_loader.h"
 #include "models/safetensors_reader.h"
 #include "models/tensor_convert.h"
 #include "models/torch_zip_reader.h"
+#include "tests/conv_routes.h"
 #include "tests/test_util.h"
 
 using namespace gd::models;
@@ -94,6 +98,34 @@ TEST(DdpmPytorchUnet, EmaWeightsMatchPackage) {
 
 TEST(DdpmPytorchUnet, OnlineWeightsMatchPackage) {
   check_unet_case(DdpmWeights::Model, "unet_model.safetensors");
+}
+
+// The 20/40-channel Unet (tests/data/lucidrains-odd), loaded as the engine loads it, with the
+// convolution guard, on every route a convolution can take to oneDNN (tests/conv_routes.h): the
+// package's outputs within 1e-4, for both sets of weights. Debian 13's libdnnl 3.7.2 computes
+// these widths wrongly; with it, this fails when the guard is off (GD_NO_KERNEL_CHECK=1).
+TEST(DdpmPytorchUnet, OddWidthModelMatchesPackageOnEveryRoute) {
+  at::NoGradGuard no_grad;
+  for (const gd::test::ConvRoute& route : gd::test::conv_routes()) {
+    SCOPED_TRACE(route.name);
+    gd::test::ThreadCount threads(route.threads);
+    for (const char* weights : {"ema", "model"}) {
+      const std::string file = std::string("lucidrains-odd/unet_") + weights + ".safetensors";
+      LoadOptions options = gd::test::load_options(route);
+      options.weights = weights;
+      const LoadedModel model = load_model(data_path("lucidrains-odd/model-1.pt"), options);
+      EXPECT_EQ(model.network->params()->count(), 303143);  // the README's count
+      const at::Tensor x = fixture_tensor(file, "x");       // [2, 3, 16, 16]
+      const at::Tensor t = fixture_tensor(file, "t");       // [2] int64
+      const at::Tensor expected = fixture_tensor(file, "out");
+      const at::Tensor out = model.network->forward(x, t, {});
+      ASSERT_EQ(out.sizes(), expected.sizes());
+      const double err = max_abs_diff(out, expected);
+      EXPECT_LE(err, 1e-4) << weights << " weights";
+      std::printf("%s, %s weights: %d of %d layers rerouted, max |out - package| = %.3g\n",
+                  route.name, weights, model.kernel_check.rerouted, model.kernel_check.layers, err);
+    }
+  }
 }
 
 TEST(DdpmPytorchCheckpoint, EmaAndOnlineWeightsDiffer) {

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -15,8 +17,10 @@
 #include "models/circular_pad.h"
 #include "models/diffusers_config.h"
 #include "models/diffusers_unet.h"
+#include "models/model_loader.h"
 #include "models/safetensors_reader.h"
 #include "models/tensor_convert.h"
+#include "tests/conv_routes.h"
 #include "tests/test_util.h"
 
 using namespace gd::models;
@@ -141,6 +145,36 @@ TEST(DiffusersUNet, ScalarTimestepIsBroadcastToBatch) {
   // Sample 1 was run at t = 99: a scalar 99 broadcast over a batch of one gives the same.
   const at::Tensor out = unet->forward(x.slice(0, 1, 2), at::scalar_tensor(99, at::kLong), {});
   EXPECT_LE(max_abs_diff(out, expected.slice(0, 1, 2)), 1e-4);
+}
+
+// The 20/40-channel model (tests/data/diffusers-odd), loaded as the engine loads it, with the
+// convolution guard, on every route a convolution can take to oneDNN (tests/conv_routes.h):
+// diffusers' outputs within 1e-4. Debian 13's libdnnl 3.7.2 computes these widths wrongly; with
+// it, this fails when the guard is off (GD_NO_KERNEL_CHECK=1; docs/numerics.md).
+TEST(DiffusersUNet, OddWidthModelMatchesDiffusersOnEveryRoute) {
+  at::NoGradGuard no_grad;
+  const std::string file = "diffusers-odd/unet.safetensors";
+  const char* const checks[][3] = {
+      {"x", "t", "out"}, {"x", "t_float", "out_float"}, {"x_large", "t_large", "out_large"}};
+  for (const gd::test::ConvRoute& route : gd::test::conv_routes()) {
+    SCOPED_TRACE(route.name);
+    gd::test::ThreadCount threads(route.threads);
+    const LoadedModel model =
+        load_model(data_path("diffusers-odd/model"), gd::test::load_options(route));
+    EXPECT_EQ(model.network->params()->count(), 276103);  // the README's count
+    std::printf("%s: kernel check rerouted %d of %d layers\n", route.name,
+                model.kernel_check.rerouted, model.kernel_check.layers);
+    for (const auto& check : checks) {
+      const at::Tensor x = fixture_tensor(file, check[0]);  // [N, 3, H, W]
+      const at::Tensor t = fixture_tensor(file, check[1]);  // [N]
+      const at::Tensor expected = fixture_tensor(file, check[2]);
+      const at::Tensor out = model.network->forward(x, t, {});
+      ASSERT_EQ(out.sizes(), expected.sizes());
+      const double err = max_abs_diff(out, expected);
+      EXPECT_LE(err, 1e-4) << check[2];
+      std::printf("  %s: max |out - diffusers| = %.3g\n", check[2], err);
+    }
+  }
 }
 
 TEST(DiffusersUNet, LegacyAttentionKeysAreRenamed) {
