@@ -55,11 +55,11 @@ double NetworkMemory::bytes(std::int64_t images, std::int64_t pixels) const {
 
 namespace {
 
-// The peak of one call on a side x side image.
+// The peak of one call on a height x width image.
 double call_peak(const NetworkFn& network, const at::TensorOptions& options, int channels,
-                 std::int64_t side, std::int64_t num_classes) {
-  const at::Tensor x = at::randn({1, channels, side, side}, options.dtype(at::kFloat))
-                           .to(options.dtype());  // [1, C, side, side]
+                 std::int64_t height, std::int64_t width, std::int64_t num_classes) {
+  const at::Tensor x = at::randn({1, channels, height, width}, options.dtype(at::kFloat))
+                           .to(options.dtype());  // [1, C, H, W]
   const at::Tensor t = at::zeros({1}, options.dtype(at::kLong));
   Conditioning cond;
   if (num_classes > 0) cond.class_labels = at::zeros({1}, at::kLong);
@@ -70,16 +70,17 @@ double call_peak(const NetworkFn& network, const at::TensorOptions& options, int
 
 }  // namespace
 
-NetworkMemory measure_network_memory(const NetworkFn& network, const at::TensorOptions& options,
-                                     int channels, int factor, std::int64_t num_classes,
-                                     bool attention) {
+namespace {
+
+NetworkMemory fit_three_sizes(const NetworkFn& network, const at::TensorOptions& options,
+                              int channels, int factor, std::int64_t num_classes, bool attention) {
   const std::int64_t f = std::max(1, factor);
   const std::int64_t unit = f * std::max<std::int64_t>(1, (32 + f - 1) / f);  // >= 32 pixels
-  call_peak(network, options, channels, unit, num_classes);  // first-call caches stay out
+  call_peak(network, options, channels, unit, unit, num_classes);  // first-call caches stay out
   std::vector<double> p, m;  // pixels and peaks at sides unit, 2 unit, 3 unit
   for (std::int64_t k = 1; k <= 3; ++k) {
     p.push_back(static_cast<double>(unit * k * unit * k));
-    m.push_back(call_peak(network, options, channels, unit * k, num_classes));
+    m.push_back(call_peak(network, options, channels, unit * k, unit * k, num_classes));
   }
   NetworkMemory fit;
   if (attention) {  // m = a + b p + c p^2 through the three points (divided differences)
@@ -92,6 +93,26 @@ NetworkMemory measure_network_memory(const NetworkFn& network, const at::TensorO
   fit.per_pixel = std::max(0.0, (q2 - q1) / (p[2] - p[1]));
   fit.fixed = std::max(0.0, q1 - fit.per_pixel * p[1]);
   return fit;
+}
+
+}  // namespace
+
+NetworkMemory measure_network_memory(const NetworkFn& network, const at::TensorOptions& options,
+                                     int channels, int factor, std::int64_t num_classes,
+                                     bool attention, int native_height, int native_width) {
+  try {
+    return fit_three_sizes(network, options, channels, factor, num_classes, attention);
+  } catch (const std::exception&) {
+    NetworkMemory fit;
+    if (native_height <= 0 || native_width <= 0) return fit;
+    try {
+      const double pixels = static_cast<double>(native_height) * native_width;
+      fit.per_pixel =
+          call_peak(network, options, channels, native_height, native_width, num_classes) / pixels;
+    } catch (const std::exception&) {
+    }
+    return fit;
+  }
 }
 
 namespace {

@@ -53,11 +53,12 @@ struct NetworkMemory {
 
 // Measures `network`'s peak at three small square sizes (multiples of factor) on one image of
 // `channels` channels in `options` (device, dtype), with class 0 for class-conditional networks
-// (num_classes > 0) and a mid-chain timestep, and fits NetworkMemory (the squared term only
-// when `attention`).
+// (num_classes > 0) and timestep 0, and fits NetworkMemory (the squared term only when
+// `attention`). A network that refuses those sizes (a TorchScript module made for one size) is
+// measured once at its native size (when known, else not at all: zeros), proportionally.
 NetworkMemory measure_network_memory(const NetworkFn& network, const at::TensorOptions& options,
                                      int channels, int factor, std::int64_t num_classes,
-                                     bool attention);
+                                     bool attention, int native_height = 0, int native_width = 0);
 
 // Estimates are multiplied by these: allocator slack for the sampler's tensors, and for a
 // network call also the memory LibTorch does not see (oneDNN's reordered activations and

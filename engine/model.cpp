@@ -112,9 +112,10 @@ Model load_model(const Request& request) {
   impl->loaded = models::load_model(path, impl->load);
   impl->pipeline = models::pipeline_model(impl->loaded, impl->load);
   const core::PipelineModel& m = impl->pipeline;
-  impl->network_memory = core::measure_network_memory(
-      m.network, at::TensorOptions().device(m.device).dtype(m.dtype), m.channels,
-      m.downsampling_factor, m.num_classes, impl->loaded.info.attention);
+  impl->network_memory =
+      core::measure_network_memory(m.network, at::TensorOptions().device(m.device).dtype(m.dtype),
+                                   m.channels, m.downsampling_factor, m.num_classes,
+                                   impl->loaded.info.attention, m.native_height, m.native_width);
   return Model(std::move(impl));
 }
 

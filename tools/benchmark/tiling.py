@@ -6,8 +6,9 @@ nothing. Run it inside the build root (tools/env) after building:
 
   tools/env python3 tools/benchmark/tiling.py sizes [--sizes 512,1024,2048,4096]
       [--precisions fp32,bf16] [--steps 20] [--max-memory 3.3G]
-      seamless generate with dpmpp_2m: windows, wall time, seconds per megapixel, peak RSS
-      (the process's, from wait4) and the engine's estimate
+      seamless generate with dpmpp_2m: windows, threads, wall time, the sampling loop's time
+      (from the progress lines) and its seconds per megapixel, peak RSS (the process's, from
+      wait4) and the engine's estimate
   tools/env python3 tools/benchmark/tiling.py seams [--size 1024] [--tile 256] [--steps 20]
       mean absolute gradient across the window edges of a generated texture over the mean
       across every other row and column (1.0: edges look like the rest)
@@ -56,6 +57,21 @@ def plan_facts(err):
     return (windows.group(0) if windows else "1 (whole canvas)"), est
 
 
+def threads(err):
+    """The run's thread count, from its "N thread(s) (...)" line."""
+    m = re.search(r": (\d+) threads? \(", err)
+    return m.group(1) if m else "?"
+
+
+def sampling_seconds(err):
+    """The sampling loop's own time (without loading and checking), from the last progress line:
+    done / rate, the rate counted from the first step."""
+    last = [m for m in re.finditer(r"(\d+)/(\d+), ([\d.]+) \w+s/s", err)]
+    if not last or float(last[-1].group(3)) == 0:
+        return float("nan")
+    return int(last[-1].group(1)) / float(last[-1].group(3))
+
+
 def window_starts(err):
     line = next((l for l in err.splitlines() if "windows start at" in l), None)
     if not line:
@@ -90,8 +106,10 @@ def cmd_sizes(a):
             seconds, rss, err = run_cli(a.cli, args)
             windows, est = plan_facts(err)
             mp = size * size / 1e6
-            print(f"| {precision} | {size}² | {windows} | {seconds:.0f} s | "
-                  f"{seconds / mp:.1f} s/MP | {gib(rss):.2f} GiB | {gib(est):.2f} GiB |", flush=True)
+            loop = sampling_seconds(err)
+            print(f"| {precision} | {size}² | {windows} | {threads(err)} | {seconds:.0f} s | "
+                  f"{loop:.0f} s | {loop / mp:.1f} s/MP | {gib(rss):.2f} GiB | {gib(est):.2f} GiB |",
+                  flush=True)
 
 
 def cmd_seams(a):
@@ -143,7 +161,7 @@ def cmd_denoise(a):
     seconds, rss, err = run_cli(a.cli, args)
     windows, est = plan_facts(err)
     steps = next((l for l in err.splitlines() if l.startswith("denoise: sigma")), "")
-    print(f"| {a.width}×{a.height} | {windows} | {seconds:.0f} s | {gib(rss):.2f} GiB | "
+    print(f"| {a.width}×{a.height} | {windows} | {threads(err)} | {seconds:.0f} s | {gib(rss):.2f} GiB | "
           f"{gib(est):.2f} GiB | {steps} |")
 
 
