@@ -88,9 +88,15 @@ std::string Model::kernel_check() const {
   if (!r.ran) return "";
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%.2f", r.seconds);
-  return std::to_string(r.configurations) + " convolution configurations checked in " + seconds +
-         " s, " + std::to_string(r.rerouted) + " of " + std::to_string(r.layers) +
-         " layers rerouted to LibTorch's own kernel";
+  std::string text = std::to_string(r.configurations) + " convolution configurations checked in " +
+                     seconds + " s, " + std::to_string(r.rerouted) + " of " +
+                     std::to_string(r.layers) + " layers rerouted to LibTorch's own kernel";
+  if (r.onednn_disabled) {
+    text +=
+        " (a TorchScript module's layers cannot be rerouted one by one: oneDNN is off for "
+        "this process)";
+  }
+  return text;
 }
 
 int Model::rerouted_convolutions() const { return impl_->loaded.kernel_check.rerouted; }

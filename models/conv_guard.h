@@ -43,6 +43,9 @@ struct ConvCheckReport {
   int configurations = 0;  // distinct configurations they make
   int checked = 0;         // of those, checked now (the rest were known from an earlier load)
   int rerouted = 0;        // layers that run on LibTorch's own kernel
+  // TorchScript modules own their convolutions, which cannot be rerouted one by one: when any
+  // of their configurations disagrees, oneDNN is turned off for the whole process instead.
+  bool onednn_disabled = false;
   double seconds = 0.0;
 };
 

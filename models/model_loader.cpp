@@ -1,5 +1,7 @@
 #include "models/model_loader.h"
 
+#include <ATen/Context.h>
+
 #include <ATen/ATen.h>
 
 #include <utility>
@@ -50,6 +52,24 @@ LoadedModel load_ddpm_pytorch(model_header::DdpmModel described, const LoadOptio
   return model;
 }
 
+// A TorchScript module's 4-D weights checked like our networks' (as convolutions, in the
+// contiguous layout the module receives). Its convolutions cannot be rerouted one by one, so a
+// disagreement turns oneDNN off for the process: every later convolution runs on LibTorch's own
+// kernels (slower, right).
+void check_torchscript_convolutions(const Network& network, ConvCheckReport* report) {
+  const auto* ts = dynamic_cast<const TorchScriptNetwork*>(&network);
+  if (ts == nullptr) return;
+  const auto weights = ts->four_d_parameters();
+  if (weights.empty()) return;
+  ParamStore copies(weights.front().second.options());
+  for (const auto& [name, w] : weights) copies.add(name, w.sizes().vec()).copy_(w);
+  check_convolutions(copies, /*channels_last=*/false, report);
+  if (report->rerouted > 0 && at::globalContext().userEnabledMkldnn()) {
+    at::globalContext().setUserEnabledMkldnn(false);
+    report->onednn_disabled = true;
+  }
+}
+
 LoadedModel load_torchscript(model_header::TorchScriptModel described, const LoadOptions& options) {
   auto network = std::make_unique<TorchScriptNetwork>(described.module_path, options.device);
   LoadedModel model;
@@ -81,6 +101,8 @@ LoadedModel load_model(const std::string& path, const LoadOptions& options) {
   if (options.kernel_check && kernel_check_wanted() && params) {
     model.network->set_conv_routes(
         check_convolutions(*params, options.channels_last, &model.kernel_check));
+  } else if (options.kernel_check && kernel_check_wanted() && !params) {
+    check_torchscript_convolutions(*model.network, &model.kernel_check);
   }
   return model;
 }

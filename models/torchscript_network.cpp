@@ -73,6 +73,14 @@ at::Tensor TorchScriptNetwork::forward(const at::Tensor& x, const at::Tensor& t,
   return out;
 }
 
+std::vector<std::pair<std::string, at::Tensor>> TorchScriptNetwork::four_d_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : impl_->module.named_parameters()) {
+    if (p.value.dim() == 4) out.emplace_back(p.name, p.value);
+  }
+  return out;
+}
+
 std::int64_t TorchScriptNetwork::parameter_count() const {
   std::int64_t total = 0;
   for (const auto& p : impl_->module.parameters()) total += p.numel();

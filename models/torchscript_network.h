@@ -6,6 +6,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "models/network.h"
 
@@ -22,6 +24,10 @@ class TorchScriptNetwork : public Network {
                      const core::Conditioning& cond) const override;
 
   std::int64_t parameter_count() const;
+
+  // The module's 4-D parameters (its convolution weights, as far as shapes tell), by name, for
+  // the convolution check (models/conv_guard.h).
+  std::vector<std::pair<std::string, at::Tensor>> four_d_parameters() const;
 
  private:
   struct Impl;

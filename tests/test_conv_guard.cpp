@@ -164,3 +164,23 @@ TEST(ConvGuard, OddWidthNetworkMatchesFloat64) {
         << "batch " << batch;
   }
 }
+
+// A TorchScript module with 20-channel convolutions (tools/make_torchscript_fixture.py --width
+// 20), at batch 2 and 48x48, which LibTorch sends to oneDNN, matches PyTorch's output computed
+// on its own kernels. Its layers cannot be rerouted one by one: on a oneDNN that computes them
+// wrongly (trixie's 3.7.2) the check turns oneDNN off for the process, and says so.
+TEST(ConvGuard, TorchScriptModuleWithOddWidthsMatchesPyTorch) {
+  if (!gd::models::kernel_check_wanted()) GTEST_SKIP() << "GD_NO_KERNEL_CHECK is set";
+  at::NoGradGuard no_grad;
+  const LoadedModel model = gd::models::load_model(data_path("torchscript-odd"));
+  const gd::models::ConvCheckReport& r = model.kernel_check;
+  EXPECT_TRUE(r.ran) << "TorchScript modules are checked too";
+  EXPECT_EQ(r.layers, 4) << "conv_in, down, up (transposed, checked as a convolution), conv_out";
+  EXPECT_EQ(r.onednn_disabled, r.rerouted > 0);
+  std::printf("torchscript-odd: %d of %d layers disagree%s\n", r.rerouted, r.layers,
+              r.onednn_disabled ? ": oneDNN turned off" : "");
+  const std::string file = "torchscript-odd/reference.safetensors";
+  const at::Tensor x = gd::test::fixture_tensor(file, "x");  // [2, 3, 48, 48]
+  const at::Tensor out = model.network->forward(x, gd::test::fixture_tensor(file, "t"), {});
+  EXPECT_LE(max_abs_diff(out, gd::test::fixture_tensor(file, "out")), 1e-4);
+}

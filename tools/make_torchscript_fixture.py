@@ -4,6 +4,11 @@ layout, plus reference.safetensors (x, t, out) computed by PyTorch itself.
 
 Run inside the build environment (python3-torch):  tools/env python3 tools/make_torchscript_fixture.py
 It is also the worked example of README's "Exporting any model to TorchScript" section.
+
+  tools/env python3 tools/make_torchscript_fixture.py tests/data/torchscript-odd --width 20 --size 48
+writes the 20-channel variant used against wrong oneDNN kernels (docs/numerics.md): its
+reference is computed with oneDNN off (LibTorch's own kernels) at batch 2 and 48x48, a size that
+LibTorch sends to oneDNN.
 """
 import json
 import os
@@ -52,10 +57,16 @@ def write_safetensors(path, tensors):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/torchscript-tiny"
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("out", nargs="?", default="tests/data/torchscript-tiny")
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--size", type=int, default=16)
+    a = p.parse_args()
+    out = a.out
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    model = TinyDenoiser().eval()
+    model = TinyDenoiser(width=a.width).eval()
 
     # The export: script (or trace) the module and save it beside the two JSON files.
     torch.jit.script(model).save(os.path.join(out, "model.pt"))
@@ -68,9 +79,9 @@ def main():
                    "clip_sample": True}, f, indent=2)
 
     torch.manual_seed(1)
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, a.size, a.size)
     t = torch.tensor([3, 77], dtype=torch.int64)
-    with torch.no_grad():
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=a.width == 8):
         reference = model(x, t)
     write_safetensors(os.path.join(out, "reference.safetensors"), {"x": x, "t": t, "out": reference})
 
