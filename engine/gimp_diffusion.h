@@ -126,7 +126,8 @@ class Model {
   std::string device() const;  // "cpu", "cuda:0"
   std::string default_sampler() const;
   // "18 convolution configurations checked in 0.4 s, 0 of 22 layers rerouted", or "" when the
-  // check was skipped (Request::kernel_check, GD_NO_KERNEL_CHECK, TorchScript models).
+  // check was skipped (Request::kernel_check, GD_NO_KERNEL_CHECK). For a TorchScript module a
+  // disagreement turns oneDNN off for the process, and the text says so.
   std::string kernel_check() const;
   int rerouted_convolutions() const;  // layers the check moved to LibTorch's own kernel
   int num_classes() const;
