@@ -92,9 +92,10 @@ ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>&
     cond.class_labels = at::tensor(classes, at::kLong);  // [N], on the CPU
     if (options.on_classes) options.on_classes(classes);
   }
-  RunOptions layout_options = options;
-  layout_options.seamless = padding != Padding::Zeros;
-  const TileLayout layout = run_layout(model, layout_options, x.size(2), x.size(3));
+  // x is the canvas: already a multiple of the downsampling factor.
+  const TileLayout layout = tile_layout(
+      x.size(2), x.size(3), options.tile_height, options.tile_width, options.tile_overlap,
+      std::max(1, model.downsampling_factor), padding != Padding::Zeros);
   NetworkFn network =
       tiled_network(network_in_float(model), layout, options.windows_per_call, options.on_window);
   return conditioned_network(network, cond, guidance, model.channels,
@@ -119,13 +120,6 @@ void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch)
 
 std::int64_t canvas_side(const PipelineModel& model, std::int64_t side) {
   return round_up(side, std::max(1, model.downsampling_factor));
-}
-
-TileLayout run_layout(const PipelineModel& model, const RunOptions& options, std::int64_t height,
-                      std::int64_t width) {
-  return tile_layout(canvas_side(model, height), canvas_side(model, width), options.tile_height,
-                     options.tile_width, options.tile_overlap,
-                     std::max(1, model.downsampling_factor), options.seamless);
 }
 
 Padding run_padding(const PipelineModel& model, bool seamless, std::int64_t height,

@@ -158,10 +158,6 @@ void check_run_size(std::int64_t width, std::int64_t height, std::int64_t batch)
 // downsampling factor.
 std::int64_t canvas_side(const PipelineModel& model, std::int64_t side);
 
-// The windows of a run over its canvas (core/tiling.h), from the options' tile sizes.
-TileLayout run_layout(const PipelineModel& model, const RunOptions& options, std::int64_t height,
-                      std::int64_t width);
-
 // The padding of a run: circular for seamless output. Throws gd::Error when the model cannot
 // pad circularly or the size is not a multiple of its downsampling factor (a cropped result
 // would no longer tile).

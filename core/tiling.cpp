@@ -167,13 +167,22 @@ Padding window_padding(const TileLayout& layout, Padding run) {
                           wraps_height(run) && layout.rows.count() == 1);
 }
 
+namespace {
+
+// [1, 1, sy, sx]: the weight of window (i, j), the product of its row and column ramps.
+at::Tensor window_weight(const TileLayout& layout, std::int64_t i, std::int64_t j) {
+  const at::Tensor w = at::outer(window_ramp(layout.rows, i, layout.overlap),
+                                 window_ramp(layout.cols, j, layout.overlap));  // [sy, sx]
+  return w.reshape({1, 1, w.size(0), w.size(1)});
+}
+
+}  // namespace
+
 at::Tensor weight_sum(const TileLayout& layout) {
   at::Tensor sum = at::zeros({1, 1, layout.rows.length, layout.cols.length}, at::kFloat);
   for (std::int64_t i = 0; i < layout.rows.count(); ++i) {
     for (std::int64_t j = 0; j < layout.cols.count(); ++j) {
-      const at::Tensor w = at::outer(window_ramp(layout.rows, i, layout.overlap),
-                                     window_ramp(layout.cols, j, layout.overlap));  // [sy, sx]
-      scatter_add(sum, layout, i, j, w.reshape({1, 1, w.size(0), w.size(1)}));
+      scatter_add(sum, layout, i, j, window_weight(layout, i, j));
     }
   }
   return sum.reshape({layout.rows.length, layout.cols.length});
@@ -187,9 +196,7 @@ NetworkFn tiled_network(NetworkFn network, const TileLayout& layout, std::int64_
   fusion->per_call = std::clamp<std::int64_t>(per_call, 1, layout.count());
   for (std::int64_t i = 0; i < layout.rows.count(); ++i) {
     for (std::int64_t j = 0; j < layout.cols.count(); ++j) {
-      const at::Tensor w = at::outer(window_ramp(layout.rows, i, layout.overlap),
-                                     window_ramp(layout.cols, j, layout.overlap));  // [sy, sx]
-      fusion->weights.push_back(w.reshape({1, 1, w.size(0), w.size(1)}));
+      fusion->weights.push_back(window_weight(layout, i, j));
     }
   }
   fusion->inverse_sum =

@@ -161,7 +161,8 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
     about("seamless", [&] { return core::run_padding(m, true, size.height, size.width); });
   const core::RunOptions run = engine_internal::run_options(model, r);
   Plan plan;
-  plan.guidance = core::describe_guidance(check_guidance(m, r, run));
+  const core::Guidance guidance = check_guidance(m, r, run);
+  plan.guidance = core::describe_guidance(guidance);
   plan.sampler = r.sampler.empty() ? core::default_sampler(m.schedule) : r.sampler;
   plan.steps = r.steps > 0 ? r.steps : core::default_steps(plan.sampler, m.schedule);
   plan.device = model.device();
@@ -171,7 +172,8 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
     plan.classes =
         about("class_name", [&] { return core::run_classes(m.num_classes, run, size.batch); });
   plan.classes_drawn = !plan.classes.empty() && run.class_label < 0;
-  const engine_internal::TilePlan tiles = engine_internal::plan_tiles(model, r, size, run);
+  const engine_internal::TilePlan tiles =
+      engine_internal::plan_tiles(model, r, size, run, guidance.active(), plan.best_fit);
   plan.memory = tiles.describe();
   plan.windows = static_cast<int>(tiles.layout.count());
   plan.estimated_bytes = static_cast<std::int64_t>(tiles.estimate);

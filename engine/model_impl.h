@@ -36,11 +36,12 @@ struct TilePlan {
   std::string describe() const;
 };
 
-// The windows of a checked request and their memory estimate. Throws RequestError about
-// "tile_size", "tile_overlap" or "max_memory" (a run too large for the budget even with the
-// smallest windows, naming the size and the budget).
+// The windows of a checked request and their memory estimate; guided and best_fit as the check
+// found them (guidance on some step, a best-fitting class search before the steps). Throws
+// RequestError about "tile_size", "tile_overlap" or "max_memory" (a run too large for the budget
+// even with the smallest windows, naming the size and the budget).
 TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
-                    const core::RunOptions& run);
+                    const core::RunOptions& run, bool guided, bool best_fit);
 
 }  // namespace engine_internal
 

@@ -171,7 +171,7 @@ void check_tile_fields(const Request& r) {
 }  // namespace
 
 TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
-                    const core::RunOptions& run) {
+                    const core::RunOptions& run, bool guided, bool best_fit) {
   check_tile_fields(r);
   const core::PipelineModel& m = model.impl().pipeline;
   const models::ModelInfo& info = model.info();
@@ -183,9 +183,8 @@ TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
   facts.model = &model;
   facts.request = &r;
   facts.size = size;
-  facts.guided = run.guidance > 1.0 || (run.guidance == 0.0 && r.action == Action::Generate &&
-                                        m.generate_guidance.active());
-  facts.best_fit = r.action != Action::Generate && m.num_classes > 0 && run.class_label < 0;
+  facts.guided = guided;
+  facts.best_fit = best_fit;
   facts.max_batched_guidance_pixels = run.max_batched_guidance_pixels;
   facts.canvas = measure_canvas(model, r, run);
 
