@@ -14,8 +14,9 @@ namespace gd::core {
 c10::Device parse_device(const std::string& text);
 
 // The network's dtype for a precision name on a device (sampling always stays float32):
-//   auto: bf16 on CUDA devices with bf16 convolutions (compute capability 8.0 and later, cuDNN
-//         8+), fp32 on older CUDA devices and on the CPU (docs/numerics.md has the bf16 figures);
+//   auto: bf16 where it runs natively: CUDA devices with bf16 convolutions (compute capability
+//         8.0 and later, cuDNN 8+) and CPUs with AVX512_BF16 or AMX-BF16 (core/cpu_features.h);
+//         fp32 elsewhere (docs/numerics.md has the bf16 figures). Reference-exact runs ask fp32;
 //   fp32, bf16: as named, on any device;
 //   fp16: CUDA only (LibTorch's CPU half kernels are slow and partly missing).
 // Throws gd::Error naming the problem for fp16 on the CPU or any other text.

@@ -54,8 +54,8 @@ struct Request {
   std::string model_path;          // empty: default_model_path()
   std::string device = "auto";     // auto (CUDA when present), cpu, cuda
   std::string precision = "auto";  // the network's dtype (sampling stays fp32): auto (bf16 on
-                                   // CUDA devices that support it, fp32 elsewhere), fp32, bf16,
-                                   // fp16 (CUDA only)
+                                   // CUDA devices and CPUs that run it natively, fp32 elsewhere),
+                                   // fp32 (the reference's exact numbers), bf16, fp16 (CUDA only)
   std::string weights;             // Trainer checkpoints: "ema" or "model"; empty: the format's own
   std::string objective;           // Trainer checkpoints: pred_noise, pred_x0 or pred_v;
                                    // empty: from the file

@@ -60,9 +60,9 @@ void add_common_arguments(GimpProcedure* procedure) {
       "auto", G_PARAM_READWRITE);
   gimp_procedure_add_choice_argument(
       procedure, "precision", "_Precision",
-      "The network's number format (sampling stays 32-bit): auto (bf16 on CUDA devices that "
-      "support it, fp32 on the CPU), fp32, bf16 or fp16 (CUDA only)",
-      gimp_choice_new_with_values("auto", 0, "Auto", "bf16 on capable GPUs, fp32 on the CPU",
+      "The network's number format (sampling stays 32-bit): auto (bf16 where the CPU or GPU runs "
+      "it natively, else fp32), fp32 (the reference's exact numbers), bf16 or fp16 (CUDA only)",
+      gimp_choice_new_with_values("auto", 0, "Auto", "bf16 where it runs natively, else fp32",
                                   "fp32", 1, "fp32", "Exact: the reference's own precision", "bf16",
                                   2, "bf16",
                                   "Faster, close to fp32 (AVX-512 bf16 CPUs, recent GPUs)", "fp16",

@@ -79,7 +79,8 @@ class Generate(unittest.TestCase):
     def test_matches_diffusers_reference(self):
         out = os.path.join(self.tmp, "out.safetensors")
         code, _, err = run("generate", "--model", DIFFUSERS, "--sampler", "ddim", "--steps", "10",
-                           "--eta", "0", "--seed", "13", "--device", "cpu", "-o", out)
+                           "--eta", "0", "--seed", "13", "--device", "cpu", "--precision", "fp32",
+                           "-o", out)
         self.assertEqual(code, 0, err)
         shape, ours = read_tensor(out, "image")
         ref_shape, ref = read_tensor(os.path.join(DATA, "diffusers-tiny", "generate_ddim_10_eta0_b1_16x16.safetensors"), "image")
@@ -89,7 +90,8 @@ class Generate(unittest.TestCase):
     def test_matches_ddpm_pytorch_reference(self):
         out = os.path.join(self.tmp, "out.safetensors")
         code, _, err = run("generate", "--model", DDPM, "--sampler", "ddim", "--steps", "10",
-                           "--seed", "1002", "--batch", "2", "--width", "16", "--height", "16", "-o", out)
+                           "--seed", "1002", "--batch", "2", "--width", "16", "--height", "16",
+                           "--precision", "fp32", "-o", out)
         self.assertEqual(code, 0, err)
         _, ours = read_tensor(out, "image")
         _, ref = read_tensor(os.path.join(DATA, "lucidrains-tiny", "generate_ddim_10_eta0_16x16.safetensors"), "image")
@@ -112,7 +114,8 @@ class Generate(unittest.TestCase):
                                    "--steps", str(case["steps"]), "--eta", str(case["eta"]),
                                    "--seed", str(case["seed"]), "--batch", str(case["batch"]),
                                    "--width", str(case["width"]), "--height", str(case["height"]),
-                                   "--threads", "2", "--tile-size", "none", "--device", "cpu", "-o", out)
+                                   "--threads", "2", "--tile-size", "none", "--device", "cpu",
+                                   "--precision", "fp32", "-o", out)
                 self.assertEqual(code, 0, err)
                 shape, ours = read_tensor(out, "image")
                 ref_shape, ref = read_tensor(os.path.join(DATA, folder, wanted), "image")
@@ -120,6 +123,22 @@ class Generate(unittest.TestCase):
                 error = max(abs(a - b) for a, b in zip(ours, ref))
                 print(f"{folder}/{wanted} through the CLI: max |image - reference| = {error:.3g}")
                 self.assertLessEqual(error, 2e-3, folder)
+
+    def test_default_precision_is_named_and_close_to_fp32(self):
+        """--precision auto (the default) is bf16 where the CPU runs it natively, else fp32; the plan
+        line names it, and the image stays close to fp32's (exactness needs --precision fp32)."""
+        images = {}
+        for precision in ("auto", "fp32"):
+            out = os.path.join(self.tmp, precision + ".safetensors")
+            code, _, err = run("generate", "--model", DIFFUSERS, "--sampler", "ddim", "--steps", "10",
+                               "--seed", "13", "--device", "cpu", "--precision", precision, "-o", out)
+            self.assertEqual(code, 0, err)
+            plan = next(line for line in err.splitlines() if "device cpu" in line)
+            self.assertRegex(plan, r"device cpu, (bf16|fp32)$")
+            images[precision] = read_tensor(out, "image")[1]
+        error = max(abs(a - b) for a, b in zip(images["auto"], images["fp32"]))
+        print(f"auto vs fp32: max |difference| = {error:.3g} ({plan.rsplit(' ', 1)[-1]} chosen)")
+        self.assertLess(error, 0.1)
 
     def test_png_batch_non_square_and_same_seed_same_image(self):
         out = os.path.join(self.tmp, "tex.png")
@@ -172,7 +191,8 @@ class ImageToImage(unittest.TestCase):
         write_tensor(source, "image", shape, values)
         out = os.path.join(self.tmp, "out.safetensors")
         code, _, err = run("img2img", "--model", DIFFUSERS, "-i", source, "--strength", "0.6",
-                           "--sampler", "dpmpp_2m", "--steps", "10", "--seed", "23", "-o", out)
+                           "--sampler", "dpmpp_2m", "--steps", "10", "--seed", "23", "--precision", "fp32",
+                           "-o", out)
         self.assertEqual(code, 0, err)
         _, ours = read_tensor(out, "image")
         _, ref = read_tensor(fixture, "image")
@@ -189,7 +209,7 @@ class ImageToImage(unittest.TestCase):
         out = os.path.join(self.tmp, "out.safetensors")
         code, _, err = run("img2img", "--model", ODD["diffusers-odd"], "-i", source, "--strength", "0.6",
                            "--sampler", "dpmpp_2m", "--steps", "10", "--seed", "23", "--threads", "2",
-                           "--tile-size", "none", "-o", out)
+                           "--tile-size", "none", "--precision", "fp32", "-o", out)
         self.assertEqual(code, 0, err)
         _, ours = read_tensor(out, "image")
         _, ref = read_tensor(fixture, "image")
