@@ -116,7 +116,7 @@ void add_memory_arguments(GimpProcedure* procedure) {
 // Inpaint and Make Seamless: RePaint's resampling (core/inpaint.h).
 void add_resample_argument(GimpProcedure* procedure) {
   gimp_procedure_add_int_argument(
-      procedure, "resample", "_Resample",
+      procedure, "resample", "Res_ample",
       "RePaint's resamplings every 10 steps: more blend the new pixels better into the old, "
       "each costing about two more network calls per step. 1: none; 0: the default (3)",
       0, 20, 0, G_PARAM_READWRITE);
@@ -211,7 +211,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_common_arguments(procedure, "ddpm");
     add_resample_argument(procedure);
     gimp_procedure_add_int_argument(
-        procedure, "context-margin", "Context _margin",
+        procedure, "context-margin", "Conte_xt margin",
         "Pixels around the selection's bounds the model sees; -1: half the model's native size",
         -1, 65536, -1, G_PARAM_READWRITE);
     add_output_argument(procedure);
@@ -232,7 +232,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_common_arguments(procedure, "ddpm");
     add_resample_argument(procedure);
     gimp_procedure_add_int_argument(
-        procedure, "band", "_Band width",
+        procedure, "band", "Band _width",
         "Width in pixels of the band regenerated across each seam, at most half the smaller "
         "side; 0: a quarter of the smaller side",
         0, 65536, 0, G_PARAM_READWRITE);
