@@ -270,8 +270,8 @@ at::Tensor inpaint(const PipelineModel& model, const at::Tensor& image, const at
   const std::int64_t h = area.height, w = area.width;
   const std::int64_t pad_h = round_up(h, factor) - h, pad_w = round_up(w, factor) - w;
 
-  const at::Tensor original = area_of(image.to(at::kFloat), area);      // [N, C, h, w]
-  const at::Tensor area_mask = area_of(mask.to(at::kFloat), area);      // [N or 1, 1, h, w]
+  const at::Tensor original = area_of(image.to(at::kFloat), area);  // [N, C, h, w]
+  const at::Tensor area_mask = area_of(mask.to(at::kFloat), area);  // [N or 1, 1, h, w]
   Repaint r;
   r.schedule = &model.schedule;
   // Padding to the downsampling grid is context (mask 0): reflected, or replicated when small.
@@ -283,8 +283,8 @@ at::Tensor inpaint(const PipelineModel& model, const at::Tensor& image, const at
   r.mask = at::constant_pad_nd(area_mask, {0, pad_w, 0, pad_h}, 0.0);
   std::vector<std::int64_t> classes = run_classes(model.num_classes, options, image.size(0));
   if (!classes.empty() && options.class_label < 0) {
-    classes = best_fitting_classes(model, context_crop(r.known, r.mask, factor), 0,
-                                   options.on_class_fit);
+    classes =
+        best_fitting_classes(model, context_crop(r.known, r.mask, factor), 0, options.on_class_fit);
   }
   r.network = run_network(model, classes, s.padding, s.guidance, options, r.known);
   r.timesteps = ddpm_timesteps(model.schedule, s.steps);
@@ -295,8 +295,8 @@ at::Tensor inpaint(const PipelineModel& model, const at::Tensor& image, const at
   r.alphas.push_back(1.0);
   r.eta = sampler_eta(s.sampler, options.eta);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
-  const at::Tensor x = run_repaint(r, repaint_levels(s.steps, kJumpLength, s.resample), gen,
-                                   options.on_step);
+  const at::Tensor x =
+      run_repaint(r, repaint_levels(s.steps, kJumpLength, s.resample), gen, options.on_step);
   // [N, C, h, w] in [0, 1]; where the mask is 0 the original values, bit for bit.
   const at::Tensor fill =
       (x.to(at::kCPU, at::kFloat) / 2 + 0.5).clamp(0, 1).narrow(2, 0, h).narrow(3, 0, w);

@@ -120,11 +120,11 @@ void check_inpaint(const core::PipelineModel& model, const Request& r, const Run
   if (r.action == Action::Inpaint && mask.batch > 0) {
     if (mask.channels != 1 || mask.height != size.height || mask.width != size.width ||
         (mask.batch != 1 && mask.batch != size.batch)) {
-      throw RequestError("mask", "the mask is " + std::to_string(mask.width) + "x" +
-                                     std::to_string(mask.height) + " (" +
-                                     std::to_string(mask.channels) + " channel(s)) but the image is " +
-                                     std::to_string(size.width) + "x" + std::to_string(size.height) +
-                                     ": it must be one gray image of the same size");
+      throw RequestError(
+          "mask", "the mask is " + std::to_string(mask.width) + "x" + std::to_string(mask.height) +
+                      " (" + std::to_string(mask.channels) + " channel(s)) but the image is " +
+                      std::to_string(size.width) + "x" + std::to_string(size.height) +
+                      ": it must be one gray image of the same size");
     }
   }
   if (r.action != Action::MakeSeamless) return;
@@ -213,12 +213,11 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
     plan.steps = r.steps > 0 ? r.steps
                              : std::min(core::kDefaultInpaintSteps, m.schedule.num_train_timesteps);
     const int resample = r.resample > 0 ? r.resample : core::kDefaultResample;
-    plan.repaint = "RePaint, " + std::to_string(resample) + " resampling" +
-                   (resample > 1 ? "s" : "") + " every " + std::to_string(core::kJumpLength) +
-                   " steps: " +
-                   std::to_string(core::repaint_network_calls(plan.steps, core::kJumpLength,
-                                                              resample)) +
-                   " network calls";
+    plan.repaint =
+        "RePaint, " + std::to_string(resample) + " resampling" + (resample > 1 ? "s" : "") +
+        " every " + std::to_string(core::kJumpLength) + " steps: " +
+        std::to_string(core::repaint_network_calls(plan.steps, core::kJumpLength, resample)) +
+        " network calls";
   }
   plan.device = model.device();
   const bool from_image = r.action != Action::Generate;

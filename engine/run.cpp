@@ -30,9 +30,9 @@ at::Tensor run_inpaint(const core::PipelineModel& m, const Request& request,
   options.resample = request.resample;
   options.context_margin = request.context_margin;
   if (request.action == Action::MakeSeamless) {
-    const std::int64_t band = request.band > 0 ? request.band
-                                               : core::default_seamless_band(colour.size(2),
-                                                                             colour.size(3));
+    const std::int64_t band = request.band > 0
+                                  ? request.band
+                                  : core::default_seamless_band(colour.size(2), colour.size(3));
     return core::make_seamless(m, colour, band, options);
   }
   try {

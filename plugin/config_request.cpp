@@ -57,8 +57,7 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
   if (action == Action::Img2img) g_object_get(config, "strength", &r.strength, nullptr);
   if (action == Action::Inpaint || action == Action::MakeSeamless)
     g_object_get(config, "resample", &r.resample, nullptr);
-  if (action == Action::Inpaint)
-    g_object_get(config, "context-margin", &r.context_margin, nullptr);
+  if (action == Action::Inpaint) g_object_get(config, "context-margin", &r.context_margin, nullptr);
   if (action == Action::MakeSeamless) g_object_get(config, "band", &r.band, nullptr);
   if (action == Action::Denoise) {
     double level = 0.0;

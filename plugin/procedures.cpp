@@ -212,8 +212,8 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_resample_argument(procedure);
     gimp_procedure_add_int_argument(
         procedure, "context-margin", "Conte_xt margin",
-        "Pixels around the selection's bounds the model sees; -1: half the model's native size",
-        -1, 65536, -1, G_PARAM_READWRITE);
+        "Pixels around the selection's bounds the model sees; -1: half the model's native size", -1,
+        65536, -1, G_PARAM_READWRITE);
     add_output_argument(procedure);
     add_memory_arguments(procedure);
     add_seed_return(procedure);

@@ -141,8 +141,8 @@ Outcome run_on_image(Action action, GimpImage* image, GimpDrawable* drawable, co
   const ImageShape mask_shape =
       inpaint ? ImageShape{1, 1, input_region.height, input_region.width} : ImageShape{};
   // Checked before any pixel is read.
-  Plan plan = check_request(model, request, action == Action::Generate ? ImageShape{} : shape,
-                            mask_shape);
+  Plan plan =
+      check_request(model, request, action == Action::Generate ? ImageShape{} : shape, mask_shape);
   show_progress(action, plan.describe(model, request.seed) + "; " + plan.memory, 0.0);
   Outcome outcome;
   outcome.seed = request.seed;
@@ -213,9 +213,9 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     gegl_init(nullptr, nullptr);
   }
   if (action == Action::Inpaint && gimp_selection_is_empty(image)) {
-    return failure(procedure, GIMP_PDB_EXECUTION_ERROR,
-                   std::string(action_title(action)) +
-                       ": the selection is empty: select the pixels to fill");
+    return failure(
+        procedure, GIMP_PDB_EXECUTION_ERROR,
+        std::string(action_title(action)) + ": the selection is empty: select the pixels to fill");
   }
   Region region;
   if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width,

@@ -90,7 +90,7 @@ TEST(SeamlessBand, CrossCentredOnTheOffsetSeams) {
 // sum_j w_j mu_j and the variance s^2 + sum_j w_j mu_j^2 - mean^2.
 struct Conditional {
   gd::test::GaussianMixture mixture;
-  at::Tensor known_row;  // [2] model space
+  at::Tensor known_row;     // [2] model space
   at::Tensor mean, stddev;  // [2] the closed form, for the bottom row
 };
 

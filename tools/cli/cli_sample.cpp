@@ -1,5 +1,5 @@
-// gimp-diffusion-cli generate | img2img | denoise | inpaint | make-seamless: the command line translated into a
-// gd::Request (engine/gimp_diffusion.h), and the result written.
+// gimp-diffusion-cli generate | img2img | denoise | inpaint | make-seamless: the command line
+// translated into a gd::Request (engine/gimp_diffusion.h), and the result written.
 //
 // Inputs and outputs are PNG (8- or 16-bit) or .safetensors (tensor "image", float32,
 // N x C x H x W in [0, 1]). Alpha is split off before the engine and put back untouched.
