@@ -9,6 +9,7 @@
 
 #include "core/class_fit.h"
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/prediction.h"
 #include "core/samplers/ddpm_sampler.h"
 #include "core/timesteps.h"
@@ -74,7 +75,7 @@ at::Tensor reverse_step(const Repaint& r, const at::Tensor& x, int level, at::Ge
   at::Tensor x0 = clip_or_threshold(p.x0, *r.schedule);
   const double variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
   const double std_dev = r.eta * std::sqrt(std::max(variance, 0.0));
-  at::Tensor noise = at::randn(x.sizes(), gen).to(x.device());  // [N, C, h, w]
+  at::Tensor noise = draw_noise(x.sizes(), gen, x.options());  // [N, C, h, w]
   const double direction = std::sqrt(std::max(1.0 - a_prev - std_dev * std_dev, 0.0));
   at::Tensor unknown = std::sqrt(a_prev) * x0 + direction * p.eps;
   if (!last) unknown = unknown + std_dev * noise;
@@ -85,7 +86,7 @@ at::Tensor reverse_step(const Repaint& r, const at::Tensor& x, int level, at::Ge
 at::Tensor jump_back(const Repaint& r, const at::Tensor& x, int level, at::Generator& gen) {
   const std::size_t L = static_cast<std::size_t>(level);
   const double ratio = r.alphas[L - 1] / r.alphas[L];
-  at::Tensor noise = at::randn(x.sizes(), gen).to(x.device());
+  at::Tensor noise = draw_noise(x.sizes(), gen, x.options());
   return std::sqrt(ratio) * x + std::sqrt(1.0 - ratio) * noise;
 }
 
@@ -95,7 +96,7 @@ at::Tensor run_repaint(const Repaint& r, const std::vector<int>& levels, at::Gen
   int calls = 0, total = 0;
   for (std::size_t i = 1; i < levels.size(); ++i) total += levels[i] > levels[i - 1] ? 1 : 0;
   // [N, C, h, w] drawn first, like the other actions' initial noise.
-  at::Tensor noise = at::randn(r.known.sizes(), gen).to(r.known.device());
+  at::Tensor noise = draw_noise(r.known.sizes(), gen, r.known.options());
   at::Tensor x = with_known(r, noise, r.alphas[0], noise);
   for (std::size_t i = 1; i < levels.size(); ++i) {
     if (levels[i] > levels[i - 1]) {
@@ -274,13 +275,15 @@ at::Tensor inpaint(const PipelineModel& model, const at::Tensor& image, const at
   const at::Tensor area_mask = area_of(mask.to(at::kFloat), area);  // [N or 1, 1, h, w]
   Repaint r;
   r.schedule = &model.schedule;
-  // Padding to the downsampling grid is context (mask 0): reflected, or replicated when small.
+  // The canvas lives on the model's device. Padding to the downsampling grid is context (mask 0):
+  // reflected, or replicated when small.
+  const at::Tensor on_device = original.to(model.device);
   const bool reflect = pad_h < h && pad_w < w;
-  r.known = (reflect ? at::reflection_pad2d(original, {0, pad_w, 0, pad_h})
-                     : at::replication_pad2d(original, {0, pad_w, 0, pad_h})) *
+  r.known = (reflect ? at::reflection_pad2d(on_device, {0, pad_w, 0, pad_h})
+                     : at::replication_pad2d(on_device, {0, pad_w, 0, pad_h})) *
                 2 -
             1;
-  r.mask = at::constant_pad_nd(area_mask, {0, pad_w, 0, pad_h}, 0.0);
+  r.mask = at::constant_pad_nd(area_mask.to(model.device), {0, pad_w, 0, pad_h}, 0.0);
   std::vector<std::int64_t> classes = run_classes(model.num_classes, options, image.size(0));
   if (!classes.empty() && options.class_label < 0) {
     classes =
