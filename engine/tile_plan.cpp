@@ -200,13 +200,15 @@ TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
 
   TilePlan plan;
   plan.budget = budget_of(r, model.impl().pipeline.device);
+  // Make Seamless always pads circularly (core/inpaint.h), so its windows wrap.
+  const bool wraps = r.seamless || r.action == Action::MakeSeamless;
   auto with_windows = [&](std::int64_t sy, std::int64_t sx) {
     TilePlan p = plan;
     const std::int64_t smaller = std::min(sy, sx);
     p.tile_height = sy;
     p.tile_width = sx;
     p.overlap = r.tile_overlap ? *r.tile_overlap : std::min(kDefaultOverlap, smaller / 4);
-    p.layout = core::tile_layout(height, width, sy, sx, p.overlap, factor, r.seamless);
+    p.layout = core::tile_layout(height, width, sy, sx, p.overlap, factor, wraps);
     p.estimate = estimate(facts, p.layout, 1);
     return p;
   };
