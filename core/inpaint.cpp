@@ -328,6 +328,28 @@ void check_seamless_band(std::int64_t band, std::int64_t height, std::int64_t wi
   }
 }
 
+namespace {
+
+// A periodic image [N, C, H, W] resampled to [N, C, height, width] as a torus: bilinear, pixel
+// centres mapped proportionally, wrapping at the edges (so the result is periodic too).
+at::Tensor resize_torus(const at::Tensor& x, std::int64_t height, std::int64_t width) {
+  const std::int64_t H = x.size(2), W = x.size(3);
+  const at::Tensor padded = at::pad(x, {1, 1, 1, 1}, "circular");  // [N, C, H + 2, W + 2]
+  // Output centre i samples input coordinate (i + 0.5) * H / height - 0.5, index + 1 in the
+  // padded image, normalised for align_corners = true.
+  auto axis = [&](std::int64_t out, std::int64_t in) {
+    at::Tensor u = (at::arange(out, x.options()) + 0.5) * (double(in) / double(out)) - 0.5;
+    return 2 * (u + 1) / double(in + 1) - 1;  // [out]
+  };
+  const at::Tensor gy = axis(height, H).view({height, 1}).expand({height, width});
+  const at::Tensor gx = axis(width, W).view({1, width}).expand({height, width});
+  const at::Tensor grid =
+      at::stack({gx, gy}, -1).unsqueeze(0).expand({x.size(0), height, width, 2});  // [N, h, w, 2]
+  return at::grid_sampler_2d(padded, grid, /*bilinear*/ 0, /*zeros*/ 0, /*align_corners=*/true);
+}
+
+}  // namespace
+
 at::Tensor make_seamless(const PipelineModel& model, const at::Tensor& image, std::int64_t band,
                          const InpaintOptions& options) {
   if (image.dim() != 4) throw Error("an image must be [N, C, H, W]");
@@ -335,9 +357,25 @@ at::Tensor make_seamless(const PipelineModel& model, const at::Tensor& image, st
   check_seamless_band(band, H, W);
   // The original's edges meet in the middle of the offset image, where the band is.
   const at::Tensor offset = image.to(at::kFloat).roll({H / 2, W / 2}, {2, 3});
+  const at::Tensor band_mask = seamless_band_mask(H, W, band);  // [1, 1, H, W]
   InpaintOptions o = options;
   o.seamless = true;
-  const at::Tensor filled = inpaint(model, offset, seamless_band_mask(H, W, band), o);
+  const std::int64_t H2 = canvas_side(model, H), W2 = canvas_side(model, W);
+  at::Tensor filled;
+  if (H2 == H && W2 == W) {
+    filled = inpaint(model, offset, band_mask, o);
+  } else {
+    // Circular padding needs multiples of the downsampling factor: the torus is stretched to
+    // the next multiples, the band inpainted there, and the fill resampled back. Outside the
+    // band the input's pixels are kept exactly, as always.
+    const double scale = std::max(double(H2) / double(H), double(W2) / double(W));
+    const std::int64_t band2 = std::min<std::int64_t>(
+        static_cast<std::int64_t>(std::ceil(double(band) * scale)) + 2, std::min(H2, W2) / 2);
+    const at::Tensor stretched = resize_torus(offset, H2, W2);
+    const at::Tensor fill =
+        resize_torus(inpaint(model, stretched, seamless_band_mask(H2, W2, band2), o), H, W);
+    filled = at::where(band_mask > 0, fill.clamp(0, 1), offset);
+  }
   return filled.roll({-(H / 2), -(W / 2)}, {2, 3});
 }
 

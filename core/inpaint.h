@@ -100,7 +100,8 @@ void check_seamless_band(std::int64_t band, std::int64_t height, std::int64_t wi
 
 // A texture that tiles: image offset by half its size (wrapping), the band across the central
 // seams inpainted with circular padding, offset back. Outside the band the result is the input
-// exactly. Height and width must be multiples of the model's downsampling factor.
+// exactly. Sizes that are not multiples of the model's downsampling factor are stretched (as a
+// torus) to the next multiples for the fill, which is resampled back into the band.
 at::Tensor make_seamless(const PipelineModel& model, const at::Tensor& image, std::int64_t band,
                          const InpaintOptions& options);
 

@@ -136,7 +136,11 @@ void check_inpaint(const core::PipelineModel& model, const Request& r, const Run
       throw RequestError("band", e.what());
     }
   }
-  about("image", [&] { return core::run_padding(model, true, size.height, size.width); });
+  // Any size: make_seamless stretches sizes off the downsampling grid (core/inpaint.h).
+  about("image", [&] {
+    return core::run_padding(model, true, core::canvas_side(model, size.height),
+                             core::canvas_side(model, size.width));
+  });
 }
 
 // The guidance of the run, each value checked on its own first so the message names its field.

@@ -238,7 +238,8 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
         "Offsets the area (the selection bounds, or the whole layer) by half its size, wrapping, "
         "regenerates a band across the seams now in its middle with circular padding, and "
         "offsets it back: the result tiles. Outside the band the pixels stay exactly as they "
-        "were. Width and height must be multiples of the model's downsampling factor.");
+        "were. Any size: an area off the model's downsampling grid is stretched for the fill "
+        "and back.");
     add_common_arguments(procedure, "ddpm");
     add_resample_argument(procedure);
     gimp_procedure_add_int_argument(

@@ -246,11 +246,12 @@ def python_script(tmp, inputs, cases, error_cases, tiled_cases):
 MSEL = (2, 2, 16, 14)
 FILL = {"seed": 31, "resample": 1, "output": "replace"}
 SEAMLESS = {"seed": 32, "resample": 1, "band": 4, "output": "replace"}
+# Any size: the whole 21x18 image, off the model's grid of 2 (the fill is stretched and back).
+SEAMLESS_ANY = dict(SEAMLESS, seed=33)
 FILL_ERRORS = [  # name, selection ("none", "all" or a rectangle), procedure, arguments, message
     ("py-fill-empty", "none", "inpaint", {"seed": 1}, "the selection is empty"),
     ("py-fill-all", "all", "inpaint", {"seed": 1}, "use generate"),
     ("py-fill-dpmpp", SEL, "inpaint", {"seed": 1, "sampler": "dpmpp_2m"}, "dpmpp_2m cannot inpaint"),
-    ("py-seamless-odd", "none", "make-seamless", {"seed": 1}, "multiples of 2"),
     ("py-seamless-band", MSEL, "make-seamless", {"seed": 1, "band": 8}, "wider than half"),
 ]
 
@@ -258,7 +259,8 @@ FILL_ERRORS = [  # name, selection ("none", "all" or a rectangle), procedure, ar
 def fill_lines(tmp, inputs):
     lines = []
     for name, sel, proc, args in [("py-fill", SEL, "inpaint", FILL),
-                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS)] + \
+                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS),
+                                  ("py-seamless-any", (0, 0, W, H), "make-seamless", SEAMLESS_ANY)] + \
             [(e[0], e[1], e[2], e[3]) for e in FILL_ERRORS]:
         lines.append("img = load(%r)" % inputs["rgb8"])
         if sel == "all":
@@ -276,7 +278,8 @@ def check_fill(tmp, inputs, results):
     common = ["--sampler", COMMON["sampler"], "--steps", str(COMMON["steps"]), "--eta", "0",
               "--device", "cpu", "--resample", "1"]
     for name, sel, proc, args in [("py-fill", SEL, "inpaint", FILL),
-                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS)]:
+                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS),
+                                  ("py-seamless-any", (0, 0, W, H), "make-seamless", SEAMLESS_ANY)]:
         r = results.get(name, {})
         check(r.get("status") == "success", "%s: succeeds (%s)" % (name, r))
         if r.get("status") != "success":
