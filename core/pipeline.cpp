@@ -82,6 +82,8 @@ std::vector<std::int64_t> classes_for_images(const PipelineModel& model, const R
   return best_fitting_classes(model, x, min_timestep, options.on_class_fit);
 }
 
+}  // namespace
+
 // The callback the sampler runs on a canvas x: the network in float32, fused from windows where
 // the options tile, under the run's classes (reported through options.on_classes) and padding,
 // guided where the run asks for it.
@@ -103,6 +105,8 @@ ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>&
   return conditioned_network(network, cond, guidance, model.channels,
                              options.max_batched_guidance_pixels);
 }
+
+namespace {
 
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);

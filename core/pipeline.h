@@ -145,6 +145,13 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
 at::Tensor to_model_channels(const at::Tensor& image, int model_channels, std::string* note);
 at::Tensor from_model_channels(const at::Tensor& image, int image_channels);
 
+// The callback a sampler runs on a canvas x ([N, C, H, W], a multiple of the downsampling
+// factor): the network in float32, fused from windows where the options tile, under the run's
+// classes (reported through options.on_classes) and padding, guided where the run asks for it.
+ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>& classes,
+                    Padding padding, const Guidance& guidance, const RunOptions& options,
+                    const at::Tensor& x);
+
 // Largest width * height * batch the pipelines accept, checked before anything is allocated.
 // Tiled runs hold only the sampler's canvas tensors at this size (each 3 GiB of float32 for an
 // RGB 16384 x 16384 canvas); whether a run fits the machine is the memory estimate's business

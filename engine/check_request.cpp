@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "core/guidance.h"
+#include "core/inpaint.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
 #include "engine/model_impl.h"
@@ -98,6 +99,50 @@ void check_action(const Request& r) {
   }
 }
 
+bool inpainting(const Request& r) {
+  return r.action == Action::Inpaint || r.action == Action::MakeSeamless;
+}
+
+// Inpaint and Make Seamless: their own fields, the sampler (it must re-noise), the mask's shape
+// and the band against the image.
+void check_inpaint(const core::PipelineModel& model, const Request& r, const RunSize& size,
+                   const ImageShape& mask) {
+  if (r.resample < 0 || r.resample > 20)
+    throw RequestError("resample", "resample must be from 1 (no jumps) to 20 (0: the default)");
+  if (r.context_margin < -1 || r.context_margin > 65536)
+    throw RequestError("context_margin", "the context margin must be 0 or more pixels");
+  if (!r.sampler.empty()) {
+    about("sampler", [&] {
+      core::check_inpaint_sampler(r.sampler);
+      return 0;
+    });
+  }
+  if (r.action == Action::Inpaint && mask.batch > 0) {
+    if (mask.channels != 1 || mask.height != size.height || mask.width != size.width ||
+        (mask.batch != 1 && mask.batch != size.batch)) {
+      throw RequestError(
+          "mask", "the mask is " + std::to_string(mask.width) + "x" + std::to_string(mask.height) +
+                      " (" + std::to_string(mask.channels) + " channel(s)) but the image is " +
+                      std::to_string(size.width) + "x" + std::to_string(size.height) +
+                      ": it must be one gray image of the same size");
+    }
+  }
+  if (r.action != Action::MakeSeamless) return;
+  if (r.band < 0) throw RequestError("band", "the band must be at least 2 pixels wide");
+  if (r.band > 0) {
+    try {
+      core::check_seamless_band(r.band, size.height, size.width);
+    } catch (const Error& e) {
+      throw RequestError("band", e.what());
+    }
+  }
+  // Any size: make_seamless stretches sizes off the downsampling grid (core/inpaint.h).
+  about("image", [&] {
+    return core::run_padding(model, true, core::canvas_side(model, size.height),
+                             core::canvas_side(model, size.width));
+  });
+}
+
 // The guidance of the run, each value checked on its own first so the message names its field.
 core::Guidance check_guidance(const core::PipelineModel& model, const Request& r,
                               const core::RunOptions& run) {
@@ -152,11 +197,13 @@ core::RunOptions run_options(const Model& model, const Request& r) {
 
 }  // namespace engine_internal
 
-Plan check_request(const Model& model, const Request& r, const ImageShape& image) {
+Plan check_request(const Model& model, const Request& r, const ImageShape& image,
+                   const ImageShape& mask) {
   const core::PipelineModel& m = model.impl().pipeline;
   check_action(r);
   check_sampling(m, r);
   const RunSize size = check_size(m, r, image);
+  if (inpainting(r)) check_inpaint(m, r, size, mask);
   if (r.seamless)
     about("seamless", [&] { return core::run_padding(m, true, size.height, size.width); });
   const core::RunOptions run = engine_internal::run_options(model, r);
@@ -165,6 +212,17 @@ Plan check_request(const Model& model, const Request& r, const ImageShape& image
   plan.guidance = core::describe_guidance(guidance);
   plan.sampler = r.sampler.empty() ? core::default_sampler(m.schedule) : r.sampler;
   plan.steps = r.steps > 0 ? r.steps : core::default_steps(plan.sampler, m.schedule);
+  if (inpainting(r)) {
+    plan.sampler = core::inpaint_sampler(m, r.sampler);
+    plan.steps = r.steps > 0 ? r.steps
+                             : std::min(core::kDefaultInpaintSteps, m.schedule.num_train_timesteps);
+    const int resample = r.resample > 0 ? r.resample : core::kDefaultResample;
+    plan.repaint =
+        "RePaint, " + std::to_string(resample) + " resampling" + (resample > 1 ? "s" : "") +
+        " every " + std::to_string(core::kJumpLength) + " steps: " +
+        std::to_string(core::repaint_network_calls(plan.steps, core::kJumpLength, resample)) +
+        " network calls";
+  }
   plan.device = model.device();
   const bool from_image = r.action != Action::Generate;
   plan.best_fit = from_image && m.num_classes > 0 && run.class_label < 0;
@@ -201,6 +259,7 @@ std::string Plan::describe(const Model& model, std::uint64_t seed) const {
   }
   if (classes_drawn) text += " (drawn from the seed)";
   if (!guidance.empty()) text += ", " + guidance;
+  if (!repaint.empty()) text += ", " + repaint;
   return text;
 }
 

@@ -42,9 +42,12 @@ namespace models {
 struct ModelInfo;
 }
 
-enum class Action { Generate, Img2img, Denoise };
+// Inpaint: regenerate the pixels of a mask so that they continue the rest (RePaint);
+// MakeSeamless: make a texture tile by inpainting a band across its offset seams.
+enum class Action { Generate, Img2img, Denoise, Inpaint, MakeSeamless };
 
-const char* action_name(Action action);  // "generate", "img2img", "denoise"
+// "generate", "img2img", "denoise", "inpaint", "make-seamless"
+const char* action_name(Action action);
 
 // Everything a run depends on. Empty strings and zeros mean "the default" where said.
 struct Request {
@@ -88,6 +91,14 @@ struct Request {
 
   // Denoise.
   std::optional<double> sigma;  // noise standard deviation in 0-1 units; empty: estimated
+
+  // Inpaint and Make Seamless (core/inpaint.h). Samplers: ddpm or ddim (the default: ddpm unless
+  // the model's own is ddim); steps default to 25.
+  int resample = 0;         // RePaint's resamplings every 10 steps, 1 (none) to 20; 0: default (3)
+  int context_margin = -1;  // inpaint: pixels of context around the mask's bounds that the work
+                            // area includes; -1: half the model's native size
+  int band = 0;             // make-seamless: the band's width in pixels, at most half the smaller
+                            // side; 0: a quarter of the smaller side
 
   // Memory (core/tiling.h, core/memory_estimate.h). The network sees the canvas in overlapping
   // windows fused without seams, so any size runs in bounded memory.
@@ -171,6 +182,8 @@ struct Plan {
   // The first row and column of each window on the (padded) canvas; windows of a seamless run
   // may run past the edge and continue from the other side.
   std::vector<std::int64_t> window_rows, window_cols;
+  // Inpaint and Make Seamless: "RePaint, 3 resamplings every 10 steps: 61 network calls".
+  std::string repaint;
   // "sampler dpmpp_2m, 20 steps, seed 42, class 3 (bricks), guidance 2 below timestep 300":
   // how the result was made, for progress text and layer names.
   std::string describe(const Model& model, std::uint64_t seed) const;
@@ -187,7 +200,10 @@ struct ImageShape {
 // shape, before anything is allocated. Throws a RequestError naming the first problem
 // (field "image" for the input; "max_memory" for a run that cannot fit the budget even with
 // the smallest windows, naming the size and the budget).
-Plan check_request(const Model& model, const Request& request, const ImageShape& image = {});
+// Inpaint: `mask` is the mask's shape when known (field "mask" if it does not fit the image);
+// its contents are checked by run().
+Plan check_request(const Model& model, const Request& request, const ImageShape& image = {},
+                   const ImageShape& mask = {});
 
 using StepFn = std::function<bool(int done, int total)>;  // false cancels (gd::Cancelled)
 
@@ -218,6 +234,13 @@ struct Result {
 // generate. Throws gd::Cancelled when a callback returns false.
 Result run(const Model& model, const Request& request, const at::Tensor& image,
            const Callbacks& callbacks = {});
+
+// Inpaint: `mask` [N or 1, 1, H, W] in [0, 1] over `image`, 1 where the pixels are regenerated,
+// between 0 and 1 where the result is blended; where it is 0 the result is the input's values
+// exactly. A RequestError about "mask" for an empty mask, one covering everything (that is
+// generate) or one of another size. Make Seamless and the other actions take no mask.
+Result run(const Model& model, const Request& request, const at::Tensor& image,
+           const at::Tensor& mask, const Callbacks& callbacks = {});
 
 // The model a request without model_path uses: $GIMP_DIFFUSION_MODEL when set, else the bundled
 // texture model (next to the running program: <dir>/models/gimp-patterns, as the plug-in is

@@ -67,6 +67,8 @@ const char* action_name(Action action) {
     case Action::Generate: return "generate";
     case Action::Img2img: return "img2img";
     case Action::Denoise: return "denoise";
+    case Action::Inpaint: return "inpaint";
+    case Action::MakeSeamless: return "make-seamless";
   }
   return "";
 }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/inpaint.h"
 #include "core/pipeline.h"
 #include "core/thread_policy.h"
 #include "engine/model_impl.h"
@@ -40,15 +41,42 @@ bool allocator_refused(const c10::Error& e) {
 }
 
 Result run_checked(const Model& model, const Request& request, const Plan& plan,
-                   const at::Tensor& image, const Callbacks& callbacks);
+                   const at::Tensor& image, const at::Tensor& mask, const Callbacks& callbacks);
+
+// Inpaint and Make Seamless on the image in the model's channels.
+at::Tensor run_inpaint(const core::PipelineModel& m, const Request& request,
+                       const core::RunOptions& run, const at::Tensor& colour,
+                       const at::Tensor& mask) {
+  core::InpaintOptions options;
+  static_cast<core::RunOptions&>(options) = run;
+  options.resample = request.resample;
+  options.context_margin = request.context_margin;
+  if (request.action == Action::MakeSeamless) {
+    const std::int64_t band = request.band > 0
+                                  ? request.band
+                                  : core::default_seamless_band(colour.size(2), colour.size(3));
+    return core::make_seamless(m, colour, band, options);
+  }
+  try {
+    core::check_inpaint_mask(colour, mask.defined() ? mask.to(at::kFloat) : mask);
+  } catch (const Error& e) {
+    throw RequestError("mask", e.what());
+  }
+  return core::inpaint(m, colour, mask.to(at::kFloat), options);
+}
 
 }  // namespace
 
 Result run(const Model& model, const Request& request, const at::Tensor& image,
            const Callbacks& callbacks) {
-  const Plan plan = check_request(model, request, ImageShape::of(image));
+  return run(model, request, image, at::Tensor(), callbacks);
+}
+
+Result run(const Model& model, const Request& request, const at::Tensor& image,
+           const at::Tensor& mask, const Callbacks& callbacks) {
+  const Plan plan = check_request(model, request, ImageShape::of(image), ImageShape::of(mask));
   try {
-    return run_checked(model, request, plan, image, callbacks);
+    return run_checked(model, request, plan, image, mask, callbacks);
   } catch (const c10::OutOfMemoryError&) {
     out_of_memory(model, plan);
   } catch (const c10::Error& e) {
@@ -60,7 +88,7 @@ Result run(const Model& model, const Request& request, const at::Tensor& image,
 namespace {
 
 Result run_checked(const Model& model, const Request& request, const Plan& plan,
-                   const at::Tensor& image, const Callbacks& callbacks) {
+                   const at::Tensor& image, const at::Tensor& mask, const Callbacks& callbacks) {
   const core::PipelineModel& m = model.impl().pipeline;
   Result result;
   core::RunOptions run = engine_internal::run_options(model, request);
@@ -82,7 +110,9 @@ Result run_checked(const Model& model, const Request& request, const Plan& plan,
     return result;
   }
   const at::Tensor colour = core::to_model_channels(image.to(at::kFloat), m.channels, nullptr);
-  if (request.action == Action::Img2img) {
+  if (request.action == Action::Inpaint || request.action == Action::MakeSeamless) {
+    result.image = run_inpaint(m, request, run, colour, mask);
+  } else if (request.action == Action::Img2img) {
     result.image = core::img2img(m, colour, request.strength, run);
   } else {
     core::DenoiseResult d = core::denoise(m, colour, request.sigma, run);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/class_fit.h"
+#include "core/inpaint.h"
 #include "core/memory_estimate.h"
 #include "core/pipeline.h"
 #include "engine/model_impl.h"
@@ -61,6 +62,15 @@ Held pipeline_held(const Model& model, const Request& r, const core::RunOptions&
     core::generate(probe, g);
   } else if (r.action == Action::Img2img) {
     core::img2img(probe, image, 1.0, run);
+  } else if (r.action == Action::Inpaint || r.action == Action::MakeSeamless) {
+    core::InpaintOptions o;  // the whole canvas as the work area, no jumps
+    static_cast<core::RunOptions&>(o) = run;
+    o.sampler = "ddpm";
+    o.resample = 1;
+    o.context_margin = static_cast<int>(side);
+    at::Tensor mask = at::zeros({1, 1, side, side});
+    mask.narrow(2, side / 4, side / 2).narrow(3, side / 4, side / 2).fill_(1.0);
+    core::inpaint(probe, image, mask, o);
   } else {
     core::denoise(probe, image, 0.1, run);
   }
@@ -190,13 +200,15 @@ TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
 
   TilePlan plan;
   plan.budget = budget_of(r, model.impl().pipeline.device);
+  // Make Seamless always pads circularly (core/inpaint.h), so its windows wrap.
+  const bool wraps = r.seamless || r.action == Action::MakeSeamless;
   auto with_windows = [&](std::int64_t sy, std::int64_t sx) {
     TilePlan p = plan;
     const std::int64_t smaller = std::min(sy, sx);
     p.tile_height = sy;
     p.tile_width = sx;
     p.overlap = r.tile_overlap ? *r.tile_overlap : std::min(kDefaultOverlap, smaller / 4);
-    p.layout = core::tile_layout(height, width, sy, sx, p.overlap, factor, r.seamless);
+    p.layout = core::tile_layout(height, width, sy, sx, p.overlap, factor, wraps);
     p.estimate = estimate(facts, p.layout, 1);
     return p;
   };

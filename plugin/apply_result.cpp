@@ -1,5 +1,7 @@
 #include "plugin/apply_result.h"
 
+#include "plugin/procedures.h"
+
 namespace gd::plugin {
 
 namespace {
@@ -46,7 +48,8 @@ GimpLayer* new_generated_layer(const Placement& where, const PixelBuffer& result
 // Image to image into a copy of the layer, above it, changed inside the selection only.
 GimpLayer* layer_copy(const Placement& where) {
   GimpLayer* copy = gimp_layer_copy(GIMP_LAYER(where.drawable));
-  gimp_item_set_name(GIMP_ITEM(copy), ("Image to Image (" + where.tag + ")").c_str());
+  gimp_item_set_name(GIMP_ITEM(copy),
+                     (std::string(action_title(where.action)) + " (" + where.tag + ")").c_str());
   GimpLayer* parent = GIMP_LAYER(gimp_item_get_parent(GIMP_ITEM(where.drawable)));
   gimp_image_insert_layer(where.image, copy, parent,
                           gimp_image_get_item_position(where.image, GIMP_ITEM(where.drawable)));
@@ -61,7 +64,9 @@ GimpLayer* apply_result(const Placement& where, const PixelBuffer& result) {
     return new_generated_layer(where, result);
   GimpDrawable* target = where.drawable;
   GimpLayer* layer = is_layer(where.drawable) ? GIMP_LAYER(where.drawable) : nullptr;
-  if (where.action == Action::Img2img && where.new_layer && layer) {
+  const bool copies = where.action == Action::Img2img || where.action == Action::Inpaint ||
+                      where.action == Action::MakeSeamless;
+  if (copies && where.new_layer && layer) {
     layer = layer_copy(where);
     target = GIMP_DRAWABLE(layer);
   }

@@ -56,6 +56,10 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
   }
   if (has_property(config, "max-memory")) r.max_memory = get_string(config, "max-memory");
   if (action == Action::Img2img) g_object_get(config, "strength", &r.strength, nullptr);
+  if (action == Action::Inpaint || action == Action::MakeSeamless)
+    g_object_get(config, "resample", &r.resample, nullptr);
+  if (action == Action::Inpaint) g_object_get(config, "context-margin", &r.context_margin, nullptr);
+  if (action == Action::MakeSeamless) g_object_get(config, "band", &r.band, nullptr);
   if (action == Action::Denoise) {
     double level = 0.0;
     g_object_get(config, "noise-level", &level, nullptr);
@@ -68,6 +72,7 @@ std::string argument_message(const RequestError& error) {
   const std::string& field = error.field();
   const std::string text = error.what();
   if (field == "image") return "the area to process: " + text;
+  if (field == "mask") return "the selection: " + text;
   std::string name = field == "class_name" ? "class" : field == "sigma" ? "noise-level" : field;
   for (char& c : name) c = c == '_' ? '-' : c;  // "tile_size" -> "tile-size"
   // "steps 101 exceeds ..." and "tile size must be ..." name the argument already, as the field

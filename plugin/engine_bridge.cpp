@@ -78,10 +78,12 @@ std::string summary_text(const models::ModelInfo& info, const std::string& devic
 }  // namespace
 
 PixelBuffer run_on_pixels(const Model& model, const Request& request, const PixelBuffer* input,
-                          int channels, const Callbacks& callbacks, Result* details) {
+                          int channels, const Callbacks& callbacks, Result* details,
+                          const PixelBuffer* mask) {
   Split in;
   if (input) in = split(*input);
-  Result result = run(model, request, in.colour, callbacks);
+  const at::Tensor mask_tensor = mask ? split(*mask).colour : at::Tensor();  // [1, 1, H, W]
+  Result result = run(model, request, in.colour, mask_tensor, callbacks);
   at::Tensor colour = result.image;
   if (!input) colour = core::from_model_channels(colour, channels);  // [1, channels, H, W]
   PixelBuffer out = join(colour, in.alpha);

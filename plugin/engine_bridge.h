@@ -15,8 +15,10 @@ namespace gd::plugin {
 // Runs `request` on a loaded model. input: the drawable's pixels for img2img and denoise (alpha
 // is passed through untouched), nullptr for generate, which makes request.width x height with
 // `channels` colour channels (1 or 3). The result's details (classes, sigma) go to *details.
+// mask: inpainting's, one channel over the input (1: regenerate), nullptr for the others.
 PixelBuffer run_on_pixels(const Model& model, const Request& request, const PixelBuffer* input,
-                          int channels, const Callbacks& callbacks, Result* details);
+                          int channels, const Callbacks& callbacks, Result* details,
+                          const PixelBuffer* mask = nullptr);
 
 // One line for the dialog: architecture, format, size, channels, parameters, classes, guidance,
 // the device a run would use. Reads the model's configuration, not its weights.

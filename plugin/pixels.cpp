@@ -39,6 +39,37 @@ PixelBuffer read_region(GimpDrawable* drawable, const Region& region) {
   return out;
 }
 
+PixelBuffer read_selection(GimpImage* image, GimpDrawable* drawable, const Region& region) {
+  int ox = 0, oy = 0;
+  gimp_drawable_get_offsets(drawable, &ox, &oy);
+  PixelBuffer out;
+  out.width = region.width;
+  out.height = region.height;
+  out.channels = 1;
+  out.pixels.resize(static_cast<std::size_t>(region.width) * region.height);
+  GeglBuffer* buffer = gimp_drawable_get_buffer(GIMP_DRAWABLE(gimp_image_get_selection(image)));
+  const GeglRectangle rect = {ox + region.x, oy + region.y, region.width, region.height};
+  gegl_buffer_get(buffer, &rect, 1.0, babl_format("Y float"), out.pixels.data(),
+                  GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+  g_object_unref(buffer);
+  for (float& v : out.pixels) v = v > 0.0f ? 1.0f : 0.0f;
+  return out;
+}
+
+PixelBuffer crop(const PixelBuffer& pixels, const Region& part) {
+  PixelBuffer out = pixels;
+  out.width = part.width;
+  out.height = part.height;
+  out.pixels.clear();
+  const std::size_t row = static_cast<std::size_t>(part.width) * pixels.channels;
+  for (int y = part.y; y < part.y + part.height; ++y) {
+    const auto start = pixels.pixels.begin() +
+                       (static_cast<std::ptrdiff_t>(y) * pixels.width + part.x) * pixels.channels;
+    out.pixels.insert(out.pixels.end(), start, start + static_cast<std::ptrdiff_t>(row));
+  }
+  return out;
+}
+
 namespace {
 
 void check_shape(GimpDrawable* drawable, const Region& region, const PixelBuffer& pixels) {

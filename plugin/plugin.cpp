@@ -26,7 +26,8 @@ G_DEFINE_TYPE(GdPlugIn, gd_plug_in, GIMP_TYPE_PLUG_IN)
 
 static GList* gd_plug_in_query_procedures(GimpPlugIn*) {
   GList* list = nullptr;
-  for (const char* name : {gd::plugin::kGenerate, gd::plugin::kImg2img, gd::plugin::kDenoise}) {
+  for (const char* name : {gd::plugin::kGenerate, gd::plugin::kImg2img, gd::plugin::kDenoise,
+                           gd::plugin::kInpaint, gd::plugin::kMakeSeamless}) {
     list = g_list_append(list, g_strdup(name));
   }
   return list;

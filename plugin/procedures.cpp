@@ -21,7 +21,8 @@ GimpValueArray* run_procedure(GimpProcedure* procedure, GimpRunMode mode, GimpIm
 
 // ---- Arguments --------------------------------------------------------------------------------
 
-void add_common_arguments(GimpProcedure* procedure) {
+// sampler: the default choice (inpainting needs one that re-noises: ddpm or ddim).
+void add_common_arguments(GimpProcedure* procedure, const char* sampler = "dpmpp_2m") {
   gimp_procedure_add_string_argument(
       procedure, "model", "_Model",
       "Model folder (diffusers UNet2DModel or pipeline, TorchScript folder) or checkpoint file "
@@ -40,7 +41,7 @@ void add_common_arguments(GimpProcedure* procedure) {
   gimp_procedure_add_choice_argument(
       procedure, "sampler", "_Sampler",
       "Sampler: default (the model's own scheduler), ddpm, ddim, dpmpp_2m, euler or euler_a",
-      samplers, "dpmpp_2m", G_PARAM_READWRITE);
+      samplers, sampler, G_PARAM_READWRITE);
   gimp_procedure_add_int_argument(
       procedure, "steps", "S_teps",
       "Sampling steps; 0: the sampler's default (20 for the solvers, 50 for ddim, the full chain "
@@ -88,13 +89,14 @@ void add_common_arguments(GimpProcedure* procedure) {
       0.0, 20.0, 0.0, G_PARAM_READWRITE);
 }
 
-void add_output_argument(GimpProcedure* procedure) {
+void add_output_argument(GimpProcedure* procedure, bool seamless = true) {
   gimp_procedure_add_choice_argument(
       procedure, "output", "_Output",
       "new-layer: put the result in a new layer; replace: replace the pixels",
       gimp_choice_new_with_values("new-layer", 0, "New layer", nullptr, "replace", 1,
                                   "Replace pixels", nullptr, nullptr),
       "new-layer", G_PARAM_READWRITE);
+  if (!seamless) return;
   gimp_procedure_add_boolean_argument(
       procedure, "seamless", "_Seamless",
       "Make the result tile seamlessly (circular padding; the area's width and height must be "
@@ -119,6 +121,15 @@ void add_memory_arguments(GimpProcedure* procedure) {
       "The run's memory budget, like 4G or 512M; a run that cannot fit it even in the smallest "
       "windows is refused before it starts. Empty: 80% of the memory available",
       "", G_PARAM_READWRITE);
+}
+
+// Inpaint and Make Seamless: RePaint's resampling (core/inpaint.h).
+void add_resample_argument(GimpProcedure* procedure) {
+  gimp_procedure_add_int_argument(
+      procedure, "resample", "Res_ample",
+      "RePaint's resamplings every 10 steps: more blend the new pixels better into the old, "
+      "each costing about two more network calls per step. 1: none; 0: the default (3)",
+      0, 20, 0, G_PARAM_READWRITE);
 }
 
 void set_common_metadata(GimpProcedure* procedure, const char* label, const char* blurb,
@@ -197,6 +208,51 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     gimp_procedure_add_double_return_value(procedure, "noise-level-used", "Noise level used",
                                            "The noise level denoised (given or estimated)", 0.0,
                                            1.0, 0.0, G_PARAM_READWRITE);
+  } else if (g_strcmp0(name, kInpaint) == 0) {
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
+                                         GINT_TO_POINTER(Action::Inpaint), nullptr);
+    set_common_metadata(
+        procedure, "_Fill Selection...",
+        "Regenerate the selection so that it continues its surroundings",
+        "Fills the selected pixels with the diffusion model, conditioned on the unselected ones "
+        "(RePaint): the model sees the selection's bounds plus a context margin, so the cost "
+        "follows the selection, not the layer. Unselected pixels stay exactly as they were; a "
+        "feathered selection blends. Samplers: ddpm or ddim (the others cannot re-noise).");
+    add_common_arguments(procedure, "ddpm");
+    add_resample_argument(procedure);
+    gimp_procedure_add_int_argument(
+        procedure, "context-margin", "Conte_xt margin",
+        "Pixels around the selection's bounds the model sees; -1: half the model's native size", -1,
+        65536, -1, G_PARAM_READWRITE);
+    add_output_argument(procedure);
+    add_memory_arguments(procedure);
+    add_seed_return(procedure);
+    gimp_procedure_add_layer_return_value(
+        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
+        TRUE, G_PARAM_READWRITE);
+  } else if (g_strcmp0(name, kMakeSeamless) == 0) {
+    procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
+                                         GINT_TO_POINTER(Action::MakeSeamless), nullptr);
+    set_common_metadata(
+        procedure, "_Make Seamless...", "Make a texture tile with a pixel-space diffusion model",
+        "Offsets the area (the selection bounds, or the whole layer) by half its size, wrapping, "
+        "regenerates a band across the seams now in its middle with circular padding, and "
+        "offsets it back: the result tiles. Outside the band the pixels stay exactly as they "
+        "were. Any size: an area off the model's downsampling grid is stretched for the fill "
+        "and back.");
+    add_common_arguments(procedure, "ddpm");
+    add_resample_argument(procedure);
+    gimp_procedure_add_int_argument(
+        procedure, "band", "Band _width",
+        "Width in pixels of the band regenerated across each seam, at most half the smaller "
+        "side; 0: a quarter of the smaller side",
+        0, 65536, 0, G_PARAM_READWRITE);
+    add_output_argument(procedure, /*seamless=*/false);
+    add_memory_arguments(procedure);
+    add_seed_return(procedure);
+    gimp_procedure_add_layer_return_value(
+        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
+        TRUE, G_PARAM_READWRITE);
   }
   return procedure;
 }
@@ -206,6 +262,8 @@ const char* action_title(Action action) {
     case Action::Generate: return "Generate";
     case Action::Img2img: return "Image to Image";
     case Action::Denoise: return "Denoise Layer";
+    case Action::Inpaint: return "Fill Selection";
+    case Action::MakeSeamless: return "Make Seamless";
   }
   return "";
 }

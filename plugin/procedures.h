@@ -2,6 +2,8 @@
 //   plug-in-diffusion-generate  a new image in the selection bounds (new layer or in place)
 //   plug-in-diffusion-img2img   re-noise the selection and sample it back
 //   plug-in-diffusion-denoise   treat the selection as a noisy sample and denoise it
+//   plug-in-diffusion-inpaint   regenerate the selection so that it continues the rest
+//   plug-in-diffusion-make-seamless  make the area tile by inpainting across its offset seams
 #pragma once
 
 #include <libgimp/gimp.h>
@@ -13,6 +15,8 @@ namespace gd::plugin {
 inline constexpr const char* kGenerate = "plug-in-diffusion-generate";
 inline constexpr const char* kImg2img = "plug-in-diffusion-img2img";
 inline constexpr const char* kDenoise = "plug-in-diffusion-denoise";
+inline constexpr const char* kInpaint = "plug-in-diffusion-inpaint";
+inline constexpr const char* kMakeSeamless = "plug-in-diffusion-make-seamless";
 
 // "Generate", "Image to Image", "Denoise Layer": the menu titles, used in messages.
 const char* action_title(Action action);

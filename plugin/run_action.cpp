@@ -131,17 +131,29 @@ Outcome run_on_image(Action action, GimpImage* image, GimpDrawable* drawable, co
   core::reuse_freed_memory();  // a plug-in run is a one-shot process: see core/memory_policy.h
   const Model model = load_model(request);
   const int channels = gimp_drawable_is_rgb(drawable) ? 3 : 1;
-  const ImageShape shape{1, channels, region.height, region.width};
+  // Fill Selection reads the whole drawable (the engine takes the selection's bounds plus its
+  // context margin from it) and writes back the selection's bounds.
+  const bool inpaint = action == Action::Inpaint;
+  const Region input_region =
+      inpaint ? Region{0, 0, gimp_drawable_get_width(drawable), gimp_drawable_get_height(drawable)}
+              : region;
+  const ImageShape shape{1, channels, input_region.height, input_region.width};
+  const ImageShape mask_shape =
+      inpaint ? ImageShape{1, 1, input_region.height, input_region.width} : ImageShape{};
   // Checked before any pixel is read.
-  Plan plan = check_request(model, request, action == Action::Generate ? ImageShape{} : shape);
+  Plan plan =
+      check_request(model, request, action == Action::Generate ? ImageShape{} : shape, mask_shape);
   show_progress(action, plan.describe(model, request.seed) + "; " + plan.memory, 0.0);
   Outcome outcome;
   outcome.seed = request.seed;
   PixelBuffer input;
-  if (action != Action::Generate) input = read_region(drawable, region);
-  const PixelBuffer result =
+  if (action != Action::Generate) input = read_region(drawable, input_region);
+  PixelBuffer mask;
+  if (inpaint) mask = read_selection(image, drawable, input_region);
+  PixelBuffer result =
       run_on_pixels(model, request, action == Action::Generate ? nullptr : &input, channels,
-                    progress_callbacks(action, plan), &outcome.details);
+                    progress_callbacks(action, plan), &outcome.details, inpaint ? &mask : nullptr);
+  if (inpaint) result = crop(result, region);
   gimp_progress_update(1.0);
   // The class actually used (the best fit is known only now) goes into the layer name.
   plan.classes = outcome.details.classes;
@@ -199,6 +211,11 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
     }
   } else {
     gegl_init(nullptr, nullptr);
+  }
+  if (action == Action::Inpaint && gimp_selection_is_empty(image)) {
+    return failure(
+        procedure, GIMP_PDB_EXECUTION_ERROR,
+        std::string(action_title(action)) + ": the selection is empty: select the pixels to fill");
   }
   Region region;
   if (!gimp_drawable_mask_intersect(drawable, &region.x, &region.y, &region.width,

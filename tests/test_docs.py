@@ -54,7 +54,7 @@ PLACEHOLDER_MODELS = {
     "MODEL": "models/checkpoints/gimp-patterns",
     "MODEL_DIR": "models/checkpoints/gimp-patterns",
 }
-SAMPLING_COMMANDS = {"generate", "img2img", "denoise"}
+SAMPLING_COMMANDS = {"generate", "img2img", "denoise", "inpaint", "make-seamless"}
 CLI_COMMANDS = SAMPLING_COMMANDS | {"info", "train"}
 TRAIN_SIZE = 16          # --size of every train command: a multiple of 8 (four stages)
 TRAIN_IMAGE_SIZE = 24    # the generated training images, larger than the crop
@@ -353,9 +353,9 @@ def shell_blocks():
 # ---- running gimp-diffusion-cli ----------------------------------------------------------------
 
 # The options whose values the test rewrites, and the short aliases the CLI accepts.
-REWRITTEN = {"model", "init", "input", "output", "data", "out", "steps", "sample-every", "size",
+REWRITTEN = {"model", "init", "input", "mask", "output", "data", "out", "steps", "sample-every", "size",
              "cooldown"}
-ALIASES = {"-o": "output", "-i": "input"}
+ALIASES = {"-o": "output", "-i": "input", "-m": "mask"}
 
 
 class CliArgs:
@@ -428,6 +428,15 @@ def write_input(path):
         raise DocError("input %s: the test can make .png and .safetensors inputs only" % path)
 
 
+def write_mask(path):
+    """An inpainting mask for --mask: a gray PNG of INPUT_SIZE, white in a centre square."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    n = INPUT_SIZE
+    samples = bytes(255 if n // 4 <= x < 3 * n // 4 and n // 4 <= y < 3 * n // 4 else 0
+                    for y in range(n) for x in range(n))
+    encode_png(path, n, n, 1, 8, samples)
+
+
 def training_data(folder):
     """Two small RGB PNGs to train on."""
     if not os.path.isdir(folder):
@@ -482,6 +491,9 @@ class BlockRun:
                     a.set("input", os.path.join(REPO, source))
                 else:
                     write_input(os.path.join(self.work, relative_path(source, "input")))
+            mask = a.get("mask")
+            if mask is not None and not os.path.exists(os.path.join(self.work, mask)):
+                write_mask(os.path.join(self.work, relative_path(mask, "mask")))
             if not a.has("--dry-run"):
                 a.items.append([None, "--dry-run"])
             expect = "nothing"

@@ -1,4 +1,4 @@
-"""End-to-end test of the GIMP plug-in: real gimp-console-3.0 runs the three PDB procedures from
+"""End-to-end test of the GIMP plug-in: real gimp-console-3.0 runs the PDB procedures from
 Script-Fu and Python-Fu (non-interactive, named arguments) on RGB, RGBA, GRAY and 16-bit images,
 with and without a selection, and the exported results are compared with gimp-diffusion-cli's
 for the same model, seed and settings (within 1/255). Outside a selection nothing may change;
@@ -224,6 +224,7 @@ def python_script(tmp, inputs, cases, error_cases, tiled_cases):
         lines.append("results[%r] = run(%r, img, %r)" % (name, proc, dict(COMMON, **args)))
         lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
         lines.append("img.delete()")
+    lines.extend(fill_lines(tmp, inputs))
     # Too large (over 16384x16384 pixels): refused before any pixel is read. The layer is never
     # written, so GEGL allocates none of its tiles.
     lines.append("img = Gimp.Image.new(16500, 16400, Gimp.ImageBaseType.RGB)")
@@ -237,6 +238,88 @@ def python_script(tmp, inputs, cases, error_cases, tiled_cases):
     lines.append("img.delete()")
     lines.append("json.dump(results, open(%r, 'w'))" % os.path.join(tmp, "py-results.json"))
     return "\n".join(lines)
+
+
+# ---- Fill Selection and Make Seamless --------------------------------------------------------------
+# Fill Selection regenerates SEL of the whole 21x18 image (the CLI's inpaint with SEL as the mask);
+# Make Seamless works on an even area, MSEL (the model's factor is 2).
+MSEL = (2, 2, 16, 14)
+FILL = {"seed": 31, "resample": 1, "output": "replace"}
+SEAMLESS = {"seed": 32, "resample": 1, "band": 4, "output": "replace"}
+# Any size: the whole 21x18 image, off the model's grid of 2 (the fill is stretched and back).
+SEAMLESS_ANY = dict(SEAMLESS, seed=33)
+FILL_ERRORS = [  # name, selection ("none", "all" or a rectangle), procedure, arguments, message
+    ("py-fill-empty", "none", "inpaint", {"seed": 1}, "the selection is empty"),
+    ("py-fill-all", "all", "inpaint", {"seed": 1}, "use generate"),
+    ("py-fill-dpmpp", SEL, "inpaint", {"seed": 1, "sampler": "dpmpp_2m"}, "dpmpp_2m cannot inpaint"),
+    ("py-seamless-band", MSEL, "make-seamless", {"seed": 1, "band": 8}, "wider than half"),
+]
+
+
+def fill_lines(tmp, inputs):
+    lines = []
+    for name, sel, proc, args in [("py-fill", SEL, "inpaint", FILL),
+                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS),
+                                  ("py-seamless-any", (0, 0, W, H), "make-seamless", SEAMLESS_ANY)] + \
+            [(e[0], e[1], e[2], e[3]) for e in FILL_ERRORS]:
+        lines.append("img = load(%r)" % inputs["rgb8"])
+        if sel == "all":
+            lines.append("Gimp.Selection.all(img)")
+        elif sel != "none":
+            lines.append("img.select_rectangle(Gimp.ChannelOps.REPLACE, %d, %d, %d, %d)" % sel)
+        lines.append("results[%r] = run(%r, img, %r)" % (name, proc, dict(COMMON, model=MODEL, **args)))
+        lines.append("save(img, %r)" % os.path.join(tmp, name + ".out.png"))
+        lines.append("img.delete()")
+    return lines
+
+
+def check_fill(tmp, inputs, results):
+    src, _ = read_png(inputs["rgb8"])
+    common = ["--sampler", COMMON["sampler"], "--steps", str(COMMON["steps"]), "--eta", "0",
+              "--device", "cpu", "--resample", "1"]
+    for name, sel, proc, args in [("py-fill", SEL, "inpaint", FILL),
+                                  ("py-seamless", MSEL, "make-seamless", SEAMLESS),
+                                  ("py-seamless-any", (0, 0, W, H), "make-seamless", SEAMLESS_ANY)]:
+        r = results.get(name, {})
+        check(r.get("status") == "success", "%s: succeeds (%s)" % (name, r))
+        if r.get("status") != "success":
+            continue
+        out, _ = read_png(os.path.join(tmp, name + ".out.png"))
+        x, y, w, h = sel
+        ref_out = os.path.join(tmp, name + ".ref.safetensors")
+        keep = np.ones(src.shape[:2], bool)
+        if proc == "inpaint":
+            mask = np.zeros((H, W, 1))
+            mask[y:y + h, x:x + w] = 1.0
+            write_png(os.path.join(tmp, "fill-mask.png"), mask, 8)
+            cli("inpaint", ["-i", inputs["rgb8"], "--mask", os.path.join(tmp, "fill-mask.png"),
+                            "--seed", str(args["seed"]), "-o", ref_out] + common)
+            ref = read_safetensors(ref_out)[0].transpose(1, 2, 0)[y:y + h, x:x + w]
+            keep[y:y + h, x:x + w] = False
+        else:
+            crop = os.path.join(tmp, name + ".crop.png")
+            write_png(crop, src[y:y + h, x:x + w], 8)
+            cli("make-seamless", ["-i", crop, "--band", str(args["band"]), "--seed",
+                                  str(args["seed"]), "-o", ref_out] + common)
+            ref = read_safetensors(ref_out)[0].transpose(1, 2, 0)
+            band = np.zeros((h, w), bool)  # rows and columns within band / 2 of the area's edges
+            b = args["band"] // 2
+            band[:b], band[h - b:], band[:, :b], band[:, w - b:] = True, True, True, True
+            keep[y:y + h, x:x + w] = ~band
+        got = out[y:y + h, x:x + w]
+        err = float(np.abs(got - ref).max())
+        check(err <= 1.0 / 255 + 1e-6, "%s: equals the CLI within 1/255 (max error %.5f)" % (name, err))
+        outside = float(np.abs(out[keep] - src[keep]).max())
+        check(outside == 0.0, "%s: byte-identical outside the %s (max %.6f)"
+              % (name, "selection" if proc == "inpaint" else "band", outside))
+        check(float(np.abs(out[~keep] - src[~keep]).max()) > 0.02, "%s: the rest is regenerated" % name)
+    for name, sel, proc, args, needle in FILL_ERRORS:
+        r = results.get(name, {})
+        err = r.get("error", "")
+        check(r.get("status") == "execution-error" and "\n" not in err and needle in err,
+              "%s: one-line error naming the problem (%r, %s)" % (name, needle, r))
+        out, _ = read_png(os.path.join(tmp, name + ".out.png"))
+        check(float(np.abs(out - src).max()) == 0.0, "%s: image untouched" % name)
 
 
 def gimp_batch(interpreter, script, timeout=300, env=None):
@@ -447,6 +530,7 @@ def main():
             check(len(r.get("layers", [])) == 1, "%s: no new layer (%s)" % (name, r.get("layers")))
     for name, proc, args in tiled_cases:
         check_tiled(tmp, inputs, name, proc, args, results.get(name, {}))
+    check_fill(tmp, inputs, results)
     cuda = results.get("cuda", {})
     check(cuda.get("status") == "success" or "CUDA" in cuda.get("error", ""),
           "device cuda: works or says there is no CUDA (%s)" % cuda)

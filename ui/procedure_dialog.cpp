@@ -75,7 +75,8 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
 
   // The action's own options.
   GList* action = nullptr;
-  for (const char* name : {"strength", "noise-level", "output", "seamless"}) {
+  for (const char* name :
+       {"strength", "noise-level", "resample", "context-margin", "band", "output", "seamless"}) {
     if (has_property(config, name)) action = g_list_append(action, const_cast<char*>(name));
   }
   if (action) {

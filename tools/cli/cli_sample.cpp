@@ -1,5 +1,5 @@
-// gimp-diffusion-cli generate | img2img | denoise: the command line translated into a
-// gd::Request (engine/gimp_diffusion.h), and the result written.
+// gimp-diffusion-cli generate | img2img | denoise | inpaint | make-seamless: the command line
+// translated into a gd::Request (engine/gimp_diffusion.h), and the result written.
 //
 // Inputs and outputs are PNG (8- or 16-bit) or .safetensors (tensor "image", float32,
 // N x C x H x W in [0, 1]). Alpha is split off before the engine and put back untouched.
@@ -116,6 +116,8 @@ class Command {
   Command(const Args& args, Action action) : args_(args), request_(parse_common(args, action)) {}
 
   Request& request() { return request_; }
+  // Inpaint: the mask, [N, 1, H, W] in [0, 1] (white: regenerate).
+  void set_mask(const at::Tensor& mask) { mask_ = mask; }
 
   int run() {
     const bool dry_run = args_.flag("dry-run");
@@ -126,10 +128,11 @@ class Command {
     if (request_.action != Action::Generate) input_ = read_input(args_);
     if (!dry_run) check_writable(output);
     const Model model = load_model(request_);
-    const Plan plan = check_request(model, request_, ImageShape::of(input_.colour));
+    const Plan plan =
+        check_request(model, request_, ImageShape::of(input_.colour), ImageShape::of(mask_));
     report_plan(model, plan);
     if (dry_run) return 0;
-    const Result result = gd::run(model, request_, input_.colour, callbacks(model, plan));
+    const Result result = gd::run(model, request_, input_.colour, mask_, callbacks(model, plan));
     progress_->finish();
     if (request_.action == Action::Denoise) {
       std::fprintf(stderr, "denoise: sigma %.4f (%s), %d steps from timestep %.0f\n", result.sigma,
@@ -229,6 +232,7 @@ class Command {
   const Args& args_;
   Request request_;
   Input input_;
+  at::Tensor mask_;
   std::unique_ptr<Progress> progress_, fit_progress_;
 };
 
@@ -269,11 +273,54 @@ int run_denoise(const std::vector<std::string>& argv) {
   return command.run();
 }
 
+// The options inpaint and make-seamless share.
+void parse_repaint(const Args& args, Request& r) {
+  if (auto n = args.value("resample"))
+    r.resample = static_cast<int>(parse_integer("resample", *n, 1, 20));
+}
+
+// --mask: a PNG (or safetensors) of the input's size; its colour channels' mean is the mask,
+// white regenerating, gray blending. An alpha channel, if any, is ignored.
+at::Tensor read_mask(const std::string& path) {
+  LoadedImage image = read_image_tensor(path);
+  const std::int64_t c = image.pixels.size(1) - (image.has_alpha ? 1 : 0);
+  return image.pixels.narrow(1, 0, c).mean(1, /*keepdim=*/true).clamp(0, 1);
+}
+
+int run_inpaint(const std::vector<std::string>& argv) {
+  std::set<std::string> valued = kCommonValued;
+  valued.insert({"input", "mask", "resample", "context-margin"});
+  Args args(argv, valued, {"seamless", "dry-run", "no-kernel-check"},
+            {{"-o", "output"}, {"-i", "input"}, {"-m", "mask"}});
+  Command command(args, Action::Inpaint);
+  Request& r = command.request();
+  r.seamless = args.flag("seamless");
+  parse_repaint(args, r);
+  if (auto margin = args.value("context-margin"))
+    r.context_margin = static_cast<int>(parse_integer("context-margin", *margin, 0, 65536));
+  command.set_mask(read_mask(args.required("mask")));
+  return command.run();
+}
+
+int run_make_seamless(const std::vector<std::string>& argv) {
+  std::set<std::string> valued = kCommonValued;
+  valued.insert({"input", "band", "resample"});
+  Args args(argv, valued, {"dry-run", "no-kernel-check"}, {{"-o", "output"}, {"-i", "input"}});
+  Command command(args, Action::MakeSeamless);
+  Request& r = command.request();
+  parse_repaint(args, r);
+  if (auto band = args.value("band"))
+    r.band = static_cast<int>(parse_integer("band", *band, 1, 65536));
+  return command.run();
+}
+
 }  // namespace
 
 int run_sample_command(const std::string& command, const std::vector<std::string>& args) {
   if (command == "generate") return run_generate(args);
   if (command == "img2img") return run_img2img(args);
+  if (command == "inpaint") return run_inpaint(args);
+  if (command == "make-seamless") return run_make_seamless(args);
   return run_denoise(args);
 }
 

@@ -8,7 +8,7 @@
 namespace gd::cli {
 
 int run_info(const std::vector<std::string>& args);
-// generate, img2img, denoise.
+// generate, img2img, denoise, inpaint, make-seamless.
 int run_sample_command(const std::string& command, const std::vector<std::string>& args);
 // train: a UNet2DModel from a folder of PNGs (tools/cli/cli_train.cpp).
 int run_train(const std::vector<std::string>& args);

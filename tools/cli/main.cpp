@@ -35,6 +35,19 @@ const char* kUsage =
     "  denoise [--model PATH] -i IN -o OUT [--sigma auto|VALUE]\n"
     "        treat IN as a noisy sample with Gaussian noise of standard deviation VALUE\n"
     "        (0-1 units; auto: estimated from the image) and run the reverse process\n"
+    "  inpaint [--model PATH] -i IN -m MASK -o OUT [--resample N] [--context-margin N]\n"
+    "        [--seamless]\n"
+    "        regenerate the pixels MASK marks (white: regenerate, gray: blend, black: keep\n"
+    "        exactly) so that they continue the rest (RePaint). MASK: an image of IN's size.\n"
+    "        --resample N   RePaint's resamplings every 10 steps, 1 (none) to 20 (default 3)\n"
+    "        --context-margin N  pixels around the mask's bounds the model sees (default\n"
+    "                       half the model's native size): the cost follows the mask\n"
+    "        samplers: ddpm (default) or ddim (--eta); default 25 steps\n"
+    "  make-seamless [--model PATH] -i IN -o OUT [--band N] [--resample N]\n"
+    "        make IN tile: offset by half its size, inpaint a band N pixels wide across the\n"
+    "        seams with circular padding, offset back; outside the band IN is kept exactly\n"
+    "        (default band: a quarter of the smaller side, at most half; any size: sizes\n"
+    "        off the model's downsampling grid are stretched for the fill and back)\n"
     "  train --data DIR --out MODEL_DIR [--resume] [OPTIONS]\n"
     "        train a UNet2DModel on random crops of the PNGs in DIR (flips, 90-degree\n"
     "        rotations); MODEL_DIR becomes a diffusers folder with the EMA weights, and\n"
@@ -60,7 +73,7 @@ const char* kUsage =
     "        --init MODEL_DIR (new runs: start from a diffusers folder's weights; give its\n"
     "        architecture options. Its class embedding, if any, is kept only if it fits)\n"
     "\n"
-    "sampling options (generate, img2img, denoise):\n"
+    "sampling options (generate, img2img, denoise, inpaint, make-seamless):\n"
     "  --model PATH     default: $GIMP_DIFFUSION_MODEL, else the bundled texture model\n"
     "  --dry-run        read the inputs, load the model, check every option against it,\n"
     "                   print the plan and stop: nothing is written (-o may be left out)\n"
@@ -151,7 +164,8 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "info") return gd::cli::run_info(args);
-    if (command == "generate" || command == "img2img" || command == "denoise") {
+    if (command == "generate" || command == "img2img" || command == "denoise" ||
+        command == "inpaint" || command == "make-seamless") {
       return gd::cli::run_sample_command(command, args);
     }
     if (command == "train") return gd::cli::run_train(args);
