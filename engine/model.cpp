@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -118,10 +119,13 @@ Model load_model(const Request& request) {
   impl->loaded = models::load_model(path, impl->load);
   impl->pipeline = models::pipeline_model(impl->loaded, impl->load);
   const core::PipelineModel& m = impl->pipeline;
+  const auto probe_start = std::chrono::steady_clock::now();
   impl->network_memory =
       core::measure_network_memory(m.network, at::TensorOptions().device(m.device).dtype(m.dtype),
                                    m.channels, m.downsampling_factor, m.num_classes,
                                    impl->loaded.info.attention, m.native_height, m.native_width);
+  impl->probe_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - probe_start).count();
   return Model(std::move(impl));
 }
 

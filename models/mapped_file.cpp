@@ -47,7 +47,9 @@ std::shared_ptr<const MappedFile> map_file(const std::string& path) {
   if (st.st_size == 0) throw Error(path + ": file is empty");
 
   std::size_t size = static_cast<std::size_t>(st.st_size);
-  void* mem = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Copy-on-write: parameters may share these pages (models/tensor_convert.h), and a write to
+  // one then changes this process's copy, never the file, instead of faulting.
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   if (mem == MAP_FAILED) throw Error(path + ": cannot map (" + std::strerror(errno) + ")");
   return std::make_shared<const MappedFile>(path, static_cast<const std::uint8_t*>(mem), size);
 }

@@ -1,8 +1,11 @@
-// A whole file mapped read-only into memory.
+// A whole file mapped into memory, private and copy-on-write (the file is never written).
 //
 // Checkpoints are read through a mapping rather than copied, so a 4 GB model costs no extra
 // RAM until its tensors are converted, and tensors can point straight into the file
-// (RawTensor::owner keeps the mapping alive).
+// (RawTensor::owner keeps the mapping alive): a loaded model's parameters whose dtype and layout
+// match the file's share its pages. The file must then not be truncated in place while the model
+// lives (pages past the new end would fault); writers replace files by renaming a new one into
+// place (models/diffusers_writer.cpp does), which leaves the mapped one intact.
 #pragma once
 
 #include <cstddef>

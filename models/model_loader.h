@@ -41,6 +41,16 @@ struct LoadOptions {
   bool kernel_check = true;
 };
 
+// Where a load's time went, in seconds (tools/benchmark/load_time.cpp prints it). Formats other
+// than diffusers folders count reading, building and filling together under `read`.
+struct LoadTimes {
+  double read = 0;    // configuration files, checkpoint header, mapping the weights
+  double build = 0;   // the network's layers and parameter tensors
+  double fill = 0;    // the weights into the parameters (ParamStore::load)
+  double layout = 0;  // convolution weights to channels-last
+  double check = 0;   // the kernel check (models/conv_guard.h)
+};
+
 struct LoadedModel {
   ModelInfo info;
   std::unique_ptr<Network> network;
@@ -49,6 +59,7 @@ struct LoadedModel {
   // that sampling uses the package's own float32 tables.
   std::optional<DdpmDiffusionSettings> ddpm;
   ConvCheckReport kernel_check;  // ran == false when skipped (or a TorchScript network)
+  LoadTimes times;
 };
 
 // What kind of model `path` holds, from names and magic bytes only (no weights are read).

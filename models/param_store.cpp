@@ -19,6 +19,23 @@ at::Tensor ParamStore::add(const std::string& name, const std::vector<std::int64
   return tensor;
 }
 
+namespace {
+
+// The checkpoint's bytes become the parameter's when they already are what it needs (no copy:
+// the parameter keeps the mapped file alive); otherwise one converting copy straight from the
+// mapping. Either way every handle from add() sees the weights, since set_ and copy_ act on the
+// tensor the handles share.
+void fill(at::Tensor& param, const RawTensor& raw) {
+  c10::NoGradGuard no_grad;
+  if (can_borrow(raw, param.options(), param.sizes())) {
+    param.set_(borrow_tensor(raw));
+  } else {
+    param.copy_(borrow_tensor(raw));
+  }
+}
+
+}  // namespace
+
 void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
                       const std::string& source, const std::vector<std::string>& ignored_suffixes) {
   std::set<std::string> expected;
@@ -44,7 +61,7 @@ void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
         throw Error(source + ": tensor '" + key + "' has dtype " + dtype_name(raw.dtype) +
                     " but a floating-point weight is needed");
     }
-    param.copy_(to_tensor(raw));
+    fill(param, raw);
   }
   for (const auto& [key, raw] : tensors) {
     if (key.compare(0, prefix.size(), prefix) != 0 || expected.count(key)) continue;

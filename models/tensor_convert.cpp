@@ -34,4 +34,21 @@ at::Tensor to_tensor(const RawTensor& raw) {
   return at::from_blob(data, raw.shape, raw.strides, options).clone(at::MemoryFormat::Contiguous);
 }
 
+at::Tensor borrow_tensor(const RawTensor& raw) {
+  // Validated as in to_tensor; the deleter holds the owner, so the bytes outlive every user.
+  auto options = at::TensorOptions().dtype(scalar_type(raw.dtype));
+  void* data = const_cast<std::uint8_t*>(raw.data);
+  std::shared_ptr<const void> owner = raw.owner;
+  return at::from_blob(
+      data, raw.shape, raw.strides, [owner](void*) mutable { owner.reset(); }, options);
+}
+
+bool can_borrow(const RawTensor& raw, const c10::TensorOptions& options, at::IntArrayRef sizes) {
+  const std::size_t elem = dtype_size(raw.dtype);
+  const auto address = reinterpret_cast<std::uintptr_t>(raw.data);
+  return raw.owner && options.device().is_cpu() &&
+         options.dtype().toScalarType() == scalar_type(raw.dtype) && raw.is_contiguous() &&
+         address % elem == 0 && sizes.equals(raw.shape);
+}
+
 }  // namespace gd::models
