@@ -270,6 +270,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", default="cifar32-b1,cifar32-b16,lucidrains128,patterns512")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", type=int, default=0, help="override every row's size (try-outs)")
+    ap.add_argument("--steps", type=int, default=0, help="override every row's steps (try-outs)")
     ap.add_argument("--threads", type=int, default=0,
                     help="0: ours automatic, the reference best gets the count ours chose")
     a = ap.parse_args()
@@ -280,6 +282,10 @@ def main():
              "(median) | peak RSS | threads | load avg |", "|---|---|---|---|---|---|---|---|"]
     notes = []
     for row in rows(a.rows.split(",")):
+        row["size"] = a.size or row["size"]
+        row["steps"] = a.steps or row["steps"]
+        if a.size or a.steps:
+            row["name"] += f" (try-out: {row['size']}², {row['steps']} steps)"
         results, diffs = measure(row, a.repeats, runner)
         lines, note = report(row, results, diffs)
         table += lines
