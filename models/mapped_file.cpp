@@ -17,6 +17,10 @@ MappedFile::MappedFile(std::string path, const std::uint8_t* data, std::size_t s
 
 MappedFile::~MappedFile() { munmap(const_cast<std::uint8_t*>(data_), size_); }
 
+void MappedFile::release_pages() const {
+  madvise(const_cast<std::uint8_t*>(data_), size_, MADV_DONTNEED);  // advice: failure is harmless
+}
+
 namespace {
 
 // Closes the descriptor on every path out of map_file(); the mapping stays valid without it.

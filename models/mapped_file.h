@@ -27,6 +27,13 @@ class MappedFile {
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Drops this process's resident copies of the pages (madvise MADV_DONTNEED); later reads fault
+  // them back in from the file. For after loading, once the parameters that were copied out of
+  // the mapping no longer need it: the pages they were read from stop counting as the process's
+  // memory. A page written to in this process would lose the write, so only call it while
+  // nothing has written to the mapping (loading never does).
+  void release_pages() const;
+
  private:
   std::string path_;
   const std::uint8_t* data_;

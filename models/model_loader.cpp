@@ -34,8 +34,14 @@ LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOpt
   model.schedule = std::move(described.schedule);
   // Each RawTensor keeps its mapped file alive, so the pickle tree can go.
   const std::string& file = described.weights_path;
-  TensorMap weights = described.safetensors ? read_safetensors(file)
-                                            : state_dict_tensors(read_torch_checkpoint(file), file);
+  TensorMap weights;
+  if (described.safetensors) {
+    model.checkpoint = map_file(file);
+    weights = parse_safetensors(model.checkpoint, model.checkpoint->data(),
+                                model.checkpoint->size(), file);
+  } else {
+    weights = state_dict_tensors(read_torch_checkpoint(file), file);
+  }
   rename_legacy_attention_keys(weights);
   model.times.read = seconds_since(start);
 
@@ -125,6 +131,8 @@ LoadedModel load_model(const std::string& path, const LoadOptions& options) {
     check_torchscript_convolutions(*model.network, &model.kernel_check);
   }
   model.times.check = seconds_since(stage);
+  if (model.checkpoint) model.checkpoint->release_pages();
+  model.checkpoint.reset();
   return model;
 }
 

@@ -19,6 +19,7 @@
 #include "core/schedule.h"
 #include "models/conv_guard.h"
 #include "models/ddpm_pytorch_checkpoint.h"
+#include "models/mapped_file.h"
 #include "models/model_info.h"
 #include "models/network.h"
 
@@ -60,6 +61,9 @@ struct LoadedModel {
   std::optional<DdpmDiffusionSettings> ddpm;
   ConvCheckReport kernel_check;  // ran == false when skipped (or a TorchScript network)
   LoadTimes times;
+  // The mapped checkpoint, while load_model runs: its pages are released once the parameters
+  // are in place (the parameters that share its bytes keep it mapped). Empty afterwards.
+  std::shared_ptr<const MappedFile> checkpoint;
 };
 
 // What kind of model `path` holds, from names and magic bytes only (no weights are read).
