@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
+#include "core/thread_policy.h"
 #include "engine/model_impl.h"
 #include "models/class_names.h"
 #include "models/pipeline_model.h"
@@ -110,6 +111,10 @@ std::string Model::describe_class(std::int64_t k) const {
 Model load_model(const Request& request) {
   auto impl = std::make_unique<Model::Impl>();
   impl->load = load_options(request);
+  // The kernel check and the memory probe run the network's convolutions: with other processes
+  // busy, two spinning OpenMP threads made them several times slower, as they do a run
+  // (core/thread_policy.h; docs/benchmarks.md, "Loading and start-up"). run() decides again.
+  core::apply_thread_policy(request.threads);
   const std::string path = request.model_path.empty() ? default_model_path() : request.model_path;
   if (path.empty()) {
     throw RequestError("model_path",
