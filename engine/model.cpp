@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include "core/device.h"
 #include "core/pipeline.h"
 #include "core/samplers.h"
+#include "core/thread_policy.h"
 #include "engine/model_impl.h"
 #include "models/class_names.h"
 #include "models/pipeline_model.h"
@@ -111,6 +113,10 @@ std::string Model::describe_class(std::int64_t k) const {
 Model load_model(const Request& request) {
   auto impl = std::make_unique<Model::Impl>();
   impl->load = load_options(request);
+  // The kernel check and the memory probe run the network's convolutions: with other processes
+  // busy, two spinning OpenMP threads made them several times slower, as they do a run
+  // (core/thread_policy.h; docs/benchmarks.md, "Loading and start-up"). run() decides again.
+  core::apply_thread_policy(request.threads);
   const std::string path = request.model_path.empty() ? default_model_path() : request.model_path;
   if (path.empty()) {
     throw RequestError("model_path",
@@ -120,10 +126,13 @@ Model load_model(const Request& request) {
   impl->loaded = models::load_model(path, impl->load);
   impl->pipeline = models::pipeline_model(impl->loaded, impl->load);
   const core::PipelineModel& m = impl->pipeline;
+  const auto probe_start = std::chrono::steady_clock::now();
   impl->network_memory =
       core::measure_network_memory(m.network, at::TensorOptions().device(m.device).dtype(m.dtype),
                                    m.channels, m.downsampling_factor, m.num_classes,
                                    impl->loaded.info.attention, m.native_height, m.native_width);
+  impl->probe_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - probe_start).count();
   return Model(std::move(impl));
 }
 

@@ -13,6 +13,7 @@ struct Model::Impl {
   models::LoadedModel loaded;
   core::PipelineModel pipeline;  // borrows loaded.network (Impl lives on the heap, never moves)
   core::NetworkMemory network_memory;  // measured at load (core/memory_estimate.h)
+  double probe_seconds = 0.0;          // what measuring it took (tools/benchmark/load_time.cpp)
 };
 
 namespace engine_internal {

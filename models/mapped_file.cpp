@@ -17,6 +17,10 @@ MappedFile::MappedFile(std::string path, const std::uint8_t* data, std::size_t s
 
 MappedFile::~MappedFile() { munmap(const_cast<std::uint8_t*>(data_), size_); }
 
+void MappedFile::release_pages() const {
+  madvise(const_cast<std::uint8_t*>(data_), size_, MADV_DONTNEED);  // advice: failure is harmless
+}
+
 namespace {
 
 // Closes the descriptor on every path out of map_file(); the mapping stays valid without it.
@@ -47,7 +51,9 @@ std::shared_ptr<const MappedFile> map_file(const std::string& path) {
   if (st.st_size == 0) throw Error(path + ": file is empty");
 
   std::size_t size = static_cast<std::size_t>(st.st_size);
-  void* mem = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Copy-on-write: parameters may share these pages (models/tensor_convert.h), and a write to
+  // one then changes this process's copy, never the file, instead of faulting.
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   if (mem == MAP_FAILED) throw Error(path + ": cannot map (" + std::strerror(errno) + ")");
   return std::make_shared<const MappedFile>(path, static_cast<const std::uint8_t*>(mem), size);
 }

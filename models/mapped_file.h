@@ -1,8 +1,10 @@
-// A whole file mapped read-only into memory.
+// A whole file mapped into memory, private and copy-on-write (the file is never written).
 //
 // Checkpoints are read through a mapping rather than copied, so a 4 GB model costs no extra
 // RAM until its tensors are converted, and tensors can point straight into the file
-// (RawTensor::owner keeps the mapping alive).
+// (RawTensor::owner keeps the mapping alive) while it is read. A loaded model's parameters are
+// copies (models/param_store.cpp says why): once loading ends nothing refers to the mapping, so
+// a file truncated in place later cannot fault a running model.
 #pragma once
 
 #include <cstddef>
@@ -23,6 +25,13 @@ class MappedFile {
   const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+
+  // Drops this process's resident copies of the pages (madvise MADV_DONTNEED); later reads fault
+  // them back in from the file. For after loading, once the parameters that were copied out of
+  // the mapping no longer need it: the pages they were read from stop counting as the process's
+  // memory. A page written to in this process would lose the write, so only call it while
+  // nothing has written to the mapping (loading never does).
+  void release_pages() const;
 
  private:
   std::string path_;

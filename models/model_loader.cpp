@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <utility>
 
 #include "models/ddpm_pytorch_unet.h"
@@ -17,21 +18,40 @@ namespace gd::models {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // The description comes from model_header.cpp (what read_model_info reads); loading adds the
 // weights, the network, and the network's own parameter count.
 
-LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOptions& options) {
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// `start`: when reading the description began (its time counts as reading).
+LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOptions& options,
+                           Clock::time_point start) {
   LoadedModel model;
   model.schedule = std::move(described.schedule);
   // Each RawTensor keeps its mapped file alive, so the pickle tree can go.
   const std::string& file = described.weights_path;
-  TensorMap weights = described.safetensors ? read_safetensors(file)
-                                            : state_dict_tensors(read_torch_checkpoint(file), file);
+  TensorMap weights;
+  if (described.safetensors) {
+    model.checkpoint = map_file(file);
+    weights = parse_safetensors(model.checkpoint, model.checkpoint->data(),
+                                model.checkpoint->size(), file);
+  } else {
+    weights = state_dict_tensors(read_torch_checkpoint(file), file);
+  }
   rename_legacy_attention_keys(weights);
+  model.times.read = seconds_since(start);
 
+  auto stage = Clock::now();
   auto network = std::make_unique<DiffusersUNet>(
       described.config, at::TensorOptions().dtype(options.dtype).device(options.device));
+  model.times.build = seconds_since(stage);
+  stage = Clock::now();
   network->params()->load(weights, "", file);
+  model.times.fill = seconds_since(stage);
 
   model.info = std::move(described.info);
   model.info.parameter_count = network->params()->count();
@@ -93,28 +113,37 @@ void exact_float32_on(const c10::Device& device) {
 }
 
 LoadedModel load_model(const std::string& path, const LoadOptions& options) {
+  const auto start = Clock::now();
   exact_float32_on(options.device);
   const model_header::ModelSource source = model_header::find_model_source(path, options);
   LoadedModel model;
   switch (source.format) {
     case CheckpointFormat::Diffusers:
-      model = load_diffusers(model_header::read_diffusers(source.path), options);
+      model = load_diffusers(model_header::read_diffusers(source.path), options, start);
       break;
     case CheckpointFormat::TorchScript:
       model = load_torchscript(model_header::read_torchscript(source.path), options);
+      model.times.read = seconds_since(start);
       break;
     case CheckpointFormat::DdpmPytorch:
       model = load_ddpm_pytorch(model_header::read_ddpm(source.path, options), options);
+      model.times.read = seconds_since(start);
       break;
   }
   ParamStore* params = model.network->params();
+  auto stage = Clock::now();
   if (options.channels_last && params) params->to_channels_last();
+  model.times.layout = seconds_since(stage);
+  stage = Clock::now();
   if (options.kernel_check && kernel_check_wanted() && params) {
     model.network->set_conv_routes(
         check_convolutions(*params, options.channels_last, &model.kernel_check));
   } else if (options.kernel_check && kernel_check_wanted() && !params) {
     check_torchscript_convolutions(*model.network, &model.kernel_check);
   }
+  model.times.check = seconds_since(stage);
+  if (model.checkpoint) model.checkpoint->release_pages();
+  model.checkpoint.reset();
   return model;
 }
 

@@ -19,6 +19,7 @@
 #include "core/schedule.h"
 #include "models/conv_guard.h"
 #include "models/ddpm_pytorch_checkpoint.h"
+#include "models/mapped_file.h"
 #include "models/model_info.h"
 #include "models/network.h"
 
@@ -41,6 +42,16 @@ struct LoadOptions {
   bool kernel_check = true;
 };
 
+// Where a load's time went, in seconds (tools/benchmark/load_time.cpp prints it). Formats other
+// than diffusers folders count reading, building and filling together under `read`.
+struct LoadTimes {
+  double read = 0;    // configuration files, checkpoint header, mapping the weights
+  double build = 0;   // the network's layers and parameter tensors
+  double fill = 0;    // the weights into the parameters (ParamStore::load)
+  double layout = 0;  // convolution weights to channels-last
+  double check = 0;   // the kernel check (models/conv_guard.h)
+};
+
 struct LoadedModel {
   ModelInfo info;
   std::unique_ptr<Network> network;
@@ -49,6 +60,10 @@ struct LoadedModel {
   // that sampling uses the package's own float32 tables.
   std::optional<DdpmDiffusionSettings> ddpm;
   ConvCheckReport kernel_check;  // ran == false when skipped (or a TorchScript network)
+  LoadTimes times;
+  // The mapped checkpoint, while load_model runs: its pages are released once the parameters
+  // are in place (the parameters that share its bytes keep it mapped). Empty afterwards.
+  std::shared_ptr<const MappedFile> checkpoint;
 };
 
 // What kind of model `path` holds, from names and magic bytes only (no weights are read).

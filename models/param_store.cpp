@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <sys/mman.h>
 
 #include <set>
 
@@ -10,14 +11,49 @@
 
 namespace gd::models {
 
+namespace {
+
+// Zeros that cost nothing until written: large CPU parameters live in their own anonymous
+// mapping, whose pages the kernel supplies zero-filled on first touch. A loaded network replaces
+// most parameters with the checkpoint's bytes (fill below) before touching them, so their zeros
+// never take time or memory; at::zeros would write every byte first (for a 143 MB model,
+// seconds on a busy machine, and 143 MB of resident memory).
+at::Tensor zero_tensor(const std::vector<std::int64_t>& shape, const c10::TensorOptions& options) {
+  std::size_t bytes = options.dtype().itemsize();
+  for (std::int64_t d : shape) bytes *= static_cast<std::size_t>(d);
+  constexpr std::size_t kOwnMappingFrom = 64 * 1024;
+  if (!options.device().is_cpu() || bytes < kOwnMappingFrom) return at::zeros(shape, options);
+  void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (data == MAP_FAILED) return at::zeros(shape, options);  // let LibTorch report the failure
+  return at::from_blob(
+      data, shape, [bytes](void* p) { munmap(p, bytes); }, options);
+}
+
+}  // namespace
+
 at::Tensor ParamStore::add(const std::string& name, const std::vector<std::int64_t>& shape) {
   for (const auto& [existing, tensor] : params_) {
     if (existing == name) throw Error("internal: parameter '" + name + "' registered twice");
   }
-  at::Tensor tensor = at::zeros(shape, options_);
+  at::Tensor tensor = zero_tensor(shape, options_);
   params_.emplace_back(name, tensor);
   return tensor;
 }
+
+namespace {
+
+// One converting copy straight from the mapping (no intermediate clone). The parameter does not
+// keep the checkpoint's pages, though it could where dtype and layout match: a file truncated in
+// place (`cp` over it) while the model lives would then kill the process with SIGBUS on the next
+// read of those pages, and a loaded model must never crash on what happens to its file. The copy
+// runs at memory speed. Every handle from add() sees the weights, since copy_ acts on the
+// tensor the handles share.
+void fill(at::Tensor& param, const RawTensor& raw) {
+  c10::NoGradGuard no_grad;
+  param.copy_(borrow_tensor(raw));
+}
+
+}  // namespace
 
 void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
                       const std::string& source, const std::vector<std::string>& ignored_suffixes) {
@@ -44,7 +80,7 @@ void ParamStore::load(const TensorMap& tensors, const std::string& prefix,
         throw Error(source + ": tensor '" + key + "' has dtype " + dtype_name(raw.dtype) +
                     " but a floating-point weight is needed");
     }
-    param.copy_(to_tensor(raw));
+    fill(param, raw);
   }
   for (const auto& [key, raw] : tensors) {
     if (key.compare(0, prefix.size(), prefix) != 0 || expected.count(key)) continue;

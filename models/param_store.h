@@ -22,10 +22,11 @@ class ParamStore {
   explicit ParamStore(c10::TensorOptions options) : options_(options) {}
 
   // Registers a zero-filled parameter and returns a handle that shares its storage, so the
-  // in-place copy in load() is seen by whoever holds the handle.
+  // weights load() puts in place are seen by whoever holds the handle.
   at::Tensor add(const std::string& name, const std::vector<std::int64_t>& shape);
 
-  // Copies tensors[prefix + name] into every parameter, converting dtype. Throws gd::Error
+  // Fills every parameter from tensors[prefix + name]: CPU parameters of the checkpoint's dtype
+  // share its (mapped) bytes, the others get one converting copy. Throws gd::Error
   // naming the first missing tensor, the first unexpected one (any key under `prefix` that is
   // not a parameter, unless listed in `ignored_suffixes`) or the first shape mismatch.
   void load(const TensorMap& tensors, const std::string& prefix, const std::string& source,

@@ -34,4 +34,13 @@ at::Tensor to_tensor(const RawTensor& raw) {
   return at::from_blob(data, raw.shape, raw.strides, options).clone(at::MemoryFormat::Contiguous);
 }
 
+at::Tensor borrow_tensor(const RawTensor& raw) {
+  // Validated as in to_tensor; the deleter holds the owner, so the bytes outlive every user.
+  auto options = at::TensorOptions().dtype(scalar_type(raw.dtype));
+  void* data = const_cast<std::uint8_t*>(raw.data);
+  std::shared_ptr<const void> owner = raw.owner;
+  return at::from_blob(
+      data, raw.shape, raw.strides, [owner](void*) mutable { owner.reset(); }, options);
+}
+
 }  // namespace gd::models

@@ -63,6 +63,8 @@ INPUT_SIZE = 32          # generated input images: a multiple of every test mode
 # Programs of the build, not of the repo: name -> (the meson.build that builds it, its source).
 BUILD_PRODUCTS = {
     "gimp-diffusion-benchmark": ("tools/benchmark/meson.build", "tools/benchmark/benchmark.cpp"),
+    "gimp-diffusion-load-benchmark": ("tools/benchmark/meson.build",
+                                      "tools/benchmark/load_time.cpp"),
 }
 MESON_SUBCOMMANDS = {"setup", "configure", "compile", "test", "install", "introspect", "dist",
                      "devenv"}
