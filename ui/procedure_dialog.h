@@ -1,6 +1,6 @@
 // The plug-in's dialog: widgets built from the procedure's config only, no engine code.
 //
-// Groups: Model (path + a label describing the model), Sampling (sampler, steps, eta, seed,
+// Groups: Model (a drop-down of models, ui/model_chooser.h, + a label describing the model), Sampling (sampler, steps, eta, seed,
 // device) and the action's own options (strength / noise level, output). The label is filled
 // by `describe`, a callback the plug-in provides (it loads the model through the engine
 // bridge), called again shortly after the model path or the device changes.
@@ -10,6 +10,9 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include "ui/model_chooser.h"
 
 namespace gd::ui {
 
@@ -17,8 +20,8 @@ namespace gd::ui {
 using DescribeFn = std::function<std::string(const std::string& model, const std::string& device)>;
 
 // Shows the dialog; true when the user pressed OK (the config then holds the choices).
-// gimp_ui_init must have been called.
+// `models`: the drop-down's entries. gimp_ui_init must have been called.
 bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config, const char* title,
-                          DescribeFn describe);
+                          DescribeFn describe, std::vector<ModelChoice> models);
 
 }  // namespace gd::ui
