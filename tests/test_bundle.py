@@ -95,6 +95,7 @@ def prepare(d, kinds):
     noisy = rgb + np.random.default_rng(1).normal(0.0, 0.1, rgb.shape)
     write_png(os.path.join(d, "rgb.png"), rgb)
     write_png(os.path.join(d, "noisy.png"), noisy)
+    write_png(os.path.join(d, "canvas.png"), np.full((256, 256, 3), 0.5))  # the first texture's
     shutil.rmtree(os.path.join(d, "tiny"), ignore_errors=True)
     shutil.copytree(TINY, os.path.join(d, "tiny"))
     for kind in kinds:
@@ -195,6 +196,17 @@ def check_runs(d, out, kind):
               % (kind, name, "bundled model" if args["model"] == "" else "user model by name", err))
 
 
+def check_first_texture(out, kind):
+    rc = read(os.path.join(out, "first-texture.rc")).strip()
+    path = os.path.join(out, "first-texture.png")
+    ok = rc == "0" and os.path.exists(path)
+    check(ok, "%s: the first texture (Generate's defaults, 256x256) is made (status %s)" % (kind, rc))
+    if ok:
+        img = read_png(path)
+        check(img.shape[:2] == (256, 256) and float(img.std()) > 0.02,
+              "%s: ... 256x256 and not flat (std %.3f)" % (kind, float(img.std())))
+
+
 def check_all(d, kinds):
     for kind in kinds:
         out = os.path.join(d, kind)
@@ -202,6 +214,7 @@ def check_all(d, kinds):
         check_install(out, kind)
         check_ldd(out, kind)
         check_bundle_info(out, kind)
+        check_first_texture(out, kind)
         check_runs(d, out, kind)
         print("     %s: seconds: %s" % (kind, read(os.path.join(out, "seconds.txt")).replace("\n", " ").strip()))
     print("%d failure(s)" % len(failures))
