@@ -59,26 +59,32 @@ HOME=$home timeout -k 10 600 $gimp -i -n --no-splash --batch-interpreter=plug-in
 echo $? > "$out/first-texture.rc"
 t_first=$(date +%s.%N)
 
-# ldd of every ELF file installed; the owner of each library it finds outside the bundle.
-: > "$out/ldd.txt"
+# ldd of every ELF file installed; the owner of each library it finds outside the bundle (dpkg -S
+# once for all of them: it reads the whole package database each time).
 find "$plug" -type f | sort | while read -r f; do
   [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
-  echo "FILE $f" >> "$out/ldd.txt"
-  ldd "$f" 2>&1 | while read -r line; do
-    case $line in
-      *" => "/*)
-        path=${line#* => }; path=${path% (0x*}
-        case $path in
-          "$plug"/lib/*) echo "BUNDLE $line" ;;
-          *) pkg=$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null ||
-                   dpkg -S "${path#/usr}" 2>/dev/null)
-             echo "SYSTEM ${pkg%%:*} $line" ;;
-        esac ;;
-      *"not found"*) echo "MISSING $line" ;;
-      *) echo "OTHER $line" ;;
-    esac
-  done >> "$out/ldd.txt"
-done
+  echo "FILE $f"
+  ldd "$f" 2>&1 | sed 's/^[[:space:]]*//'
+done > "$out/ldd.raw"
+sed -n 's/^[^ ]* => \(\/[^ ]*\) (0x.*/\1/p' "$out/ldd.raw" | grep -v "^$plug/lib/" | sort -u > "$out/system.paths"
+: > "$out/owners.txt"
+while read -r path; do
+  real=$(readlink -f "$path")
+  echo "$path $real"
+done < "$out/system.paths" > "$out/system.real"
+# "package:arch: /path" for each file dpkg knows (usr-merged files are listed without /usr too).
+cut -d' ' -f2 "$out/system.real" | sed 's|^/usr||' | xargs -r dpkg -S > "$out/owners.txt" 2>/dev/null
+cut -d' ' -f2 "$out/system.real" | xargs -r dpkg -S >> "$out/owners.txt" 2>/dev/null
+awk -v plug="$plug/lib/" '
+  FILENAME == ARGV[1] { split($0, a, ": "); p = a[2]; sub(/^\/usr/, "", p); owner[p] = a[1]; next }
+  FILENAME == ARGV[2] { r = $2; sub(/^\/usr/, "", r); real[$1] = r; next }
+  /^FILE / { print; next }
+  / => \// { path = $3
+             if (index(path, plug) == 1) { print "BUNDLE " $0; next }
+             o = owner[real[path]]; sub(/:.*/, "", o)
+             print "SYSTEM " o " " $0; next }
+  /not found/ { print "MISSING " $0; next }
+  { print "OTHER " $0 }' "$out/owners.txt" "$out/system.real" "$out/ldd.raw" > "$out/ldd.txt"
 dpkg-query -W -f='${Package} ${Version}\n' > "$out/packages.txt"
 
 # A user model by name from <GIMP user folder>/diffusion-models, as the dialog lists them.
