@@ -187,8 +187,8 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
   GimpDrawable* drawable = drawables[0];
   if (run_mode == GIMP_RUN_INTERACTIVE) {
     gimp_ui_init("gimp-diffusion");
-    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action),
-                                      describe_for_dialog, list_models())) {
+    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action), describe_for_dialog,
+                                      list_models())) {
       return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, nullptr);
     }
   } else {

@@ -1,9 +1,10 @@
 // The plug-in's dialog: widgets built from the procedure's config only, no engine code.
 //
-// Groups: Model (a drop-down of models, ui/model_chooser.h, + a label describing the model), Sampling (sampler, steps, eta, seed,
-// device) and the action's own options (strength / noise level, output). The label is filled
-// by `describe`, a callback the plug-in provides (it loads the model through the engine
-// bridge), called again shortly after the model path or the device changes.
+// Groups: Model (a drop-down of models, ui/model_chooser.h, and a label describing the chosen
+// one), Sampling (sampler, steps, eta, seed, device), the action's own options (strength / noise
+// level, output) and Memory. The label is filled by `describe`, a callback the plug-in provides
+// (a header read through the engine bridge, no weights), called again shortly after the model or
+// the device changes.
 #pragma once
 
 #include <libgimp/gimp.h>
