@@ -37,8 +37,10 @@ std::vector<std::int64_t> best_fitting_classes(const PipelineModel& model, const
   const std::int64_t classes = model.num_classes;
 
   if (x.size(0) == 0) return {};
-  const at::Tensor crops =
-      centre_crop(x.to(at::kFloat), std::max(1, model.downsampling_factor));  // [N, C, h, w]
+  // The search's own maths stays on the CPU (small crops, once per run); the network runs on
+  // the model's device.
+  const at::Tensor crops = centre_crop(x.to(at::kCPU, at::kFloat),
+                                       std::max(1, model.downsampling_factor));  // [N, C, h, w]
   // Classes per network call: about 256K pixels, like one 512x512 image.
   const std::int64_t chunk = std::max<std::int64_t>(1, (1 << 18) / (crops.size(2) * crops.size(3)));
   const int total_calls =

@@ -1,5 +1,7 @@
 #include "core/memory_estimate.h"
 
+#include <dlfcn.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <regex>
 #include <vector>
 
@@ -159,6 +162,38 @@ MemoryBudget machine_budget() {
   budget.bytes = static_cast<std::int64_t>(kDefaultBudgetShare * static_cast<double>(available));
   budget.source = std::to_string(static_cast<int>(std::lround(kDefaultBudgetShare * 100))) +
                   "% of the " + format_bytes(static_cast<double>(available)) + " available";
+  return budget;
+}
+
+namespace {
+
+// Free and total memory of the current CUDA device, through the CUDA runtime LibTorch's CUDA
+// library has loaded; nullopt in a CPU-only process. Looked up at run time so that this file
+// needs no CUDA headers and builds against the CPU LibTorch too.
+std::optional<std::int64_t> cuda_free_bytes() {
+  using MemGetInfo = int (*)(std::size_t*, std::size_t*);
+  const auto get = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+  if (get == nullptr) return std::nullopt;
+  std::size_t free = 0, total = 0;
+  if (get(&free, &total) != 0) return std::nullopt;  // cudaSuccess is 0
+  return static_cast<std::int64_t>(free);
+}
+
+}  // namespace
+
+MemoryBudget device_budget(const c10::Device& device) {
+  if (!device.is_cuda()) return machine_budget();
+  const std::optional<std::int64_t> free = cuda_free_bytes();
+  if (!free) {
+    MemoryBudget host = machine_budget();
+    host.source += " on the host (the CUDA device's free memory could not be read)";
+    return host;
+  }
+  MemoryBudget budget;
+  budget.bytes = static_cast<std::int64_t>(kDefaultBudgetShare * static_cast<double>(*free));
+  budget.source = std::to_string(static_cast<int>(std::lround(kDefaultBudgetShare * 100))) +
+                  "% of the " + format_bytes(static_cast<double>(*free)) + " free on " +
+                  device.str();
   return budget;
 }
 

@@ -72,11 +72,15 @@ struct MemoryBudget {
   std::string source;  // "given", "80% of the 18.3 GiB available"
 };
 
-// The default budget: kDefaultBudgetShare of the memory available to this process now (the
-// kernel's MemAvailable, or less under a cgroup limit; free device memory on CUDA is issue 17's:
-// the host's is used).
+// The default budget on the CPU: kDefaultBudgetShare of the memory available to this process now
+// (the kernel's MemAvailable, or less under a cgroup limit).
 MemoryBudget machine_budget();
 inline constexpr double kDefaultBudgetShare = 0.8;
+
+// The default budget of a run on `device`: machine_budget() on the CPU; on CUDA
+// kDefaultBudgetShare of the device's free memory (cudaMemGetInfo, found in the CUDA runtime
+// that LibTorch's CUDA library loaded), or the host's budget, said so, where that is not found.
+MemoryBudget device_budget(const c10::Device& device);
 
 // "4G", "512M", "1.5G", "2048K", "3000000000" (bytes) -> bytes, binary units (G = 2^30, as
 // systemd's MemoryMax and docker's --memory); throws gd::Error naming the value.

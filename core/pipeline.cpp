@@ -10,6 +10,7 @@
 #include "core/class_errors.h"
 #include "core/class_fit.h"
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/noise_estimate.h"
 #include "core/samplers.h"
 
@@ -47,7 +48,8 @@ Prepared prepare(const PipelineModel& model, const RunOptions& options) {
 }
 
 // The network in float32 model space, whatever device and dtype it runs in; the output comes
-// back to the device of the sample (the sampler's maths runs where the canvas is).
+// back to the device of the sample (the sampler's maths runs where the canvas is: the model's
+// device, so on CUDA nothing crosses to the host between steps).
 NetworkFn network_in_float(const PipelineModel& model) {
   return [&model](const at::Tensor& x, const at::Tensor& t, const Conditioning& cond) {
     Conditioning on_device = cond;
@@ -104,6 +106,18 @@ ModelFn run_network(const PipelineModel& model, const std::vector<std::int64_t>&
 
 at::Tensor to_unit_range(const at::Tensor& x) {  // model space [-1, 1] -> [0, 1]
   return (x / 2 + 0.5).clamp(0, 1);
+}
+
+// An input image [N, C, H, W] in [0, 1] as the canvas's start: float32 on the model's device,
+// padded to the downsampling factor, in model space [-1, 1].
+at::Tensor image_on_canvas(const PipelineModel& model, const at::Tensor& image) {
+  const at::Tensor on_device = image.to(model.device, at::kFloat);
+  return pad_to_multiple(on_device, std::max(1, model.downsampling_factor)) * 2 - 1;
+}
+
+// The finished canvas back on the host: [N, C, height, width] float32 in [0, 1].
+at::Tensor canvas_result(const at::Tensor& x, std::int64_t height, std::int64_t width) {
+  return crop(to_unit_range(x), height, width).to(at::kCPU, at::kFloat);
 }
 
 }  // namespace
@@ -225,11 +239,12 @@ at::Tensor generate(const PipelineModel& model, const GenerateOptions& options) 
   // multiples nothing changes and the result is the reference's exactly.
   const std::int64_t work_h = round_up(height, factor), work_w = round_up(width, factor);
   // [N, C, H, W] drawn first, from the run's own generator, like randn_tensor in diffusers.
-  at::Tensor noise = at::randn({options.batch, model.channels, work_h, work_w}, p.generator);
+  at::Tensor noise = draw_noise({options.batch, model.channels, work_h, work_w}, p.generator,
+                                at::TensorOptions().device(model.device));
   at::Tensor x = noise * p.sampler->init_noise_sigma();
   x = p.sampler->run(x, 0, run_network(model, labels, padding, guidance, options, x), p.generator,
                      options.on_step);
-  return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+  return canvas_result(x, height, width);
 }
 
 at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double strength,
@@ -248,14 +263,13 @@ at::Tensor img2img(const PipelineModel& model, const at::Tensor& image, double s
   }
   const std::int64_t height = image.size(2), width = image.size(3);
   const Padding padding = run_padding(model, options.seamless, height, width);
-  at::Tensor init =
-      pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  const at::Tensor init = image_on_canvas(model, image);
   const std::vector<std::int64_t> labels = classes_for_images(model, options, init, 0);
-  at::Tensor noise = at::randn(init.sizes(), p.generator);
+  at::Tensor noise = draw_noise(init.sizes(), p.generator, init.options());
   at::Tensor x = p.sampler->add_noise(init, noise, first);
   x = p.sampler->run(x, first, run_network(model, labels, padding, guidance, options, x),
                      p.generator, options.on_step);
-  return crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+  return canvas_result(x, height, width);
 }
 
 DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
@@ -308,14 +322,13 @@ DenoiseResult denoise(const PipelineModel& model, const at::Tensor& image,
   // The noisy image already carries noise of the right level relative to the signal: scaling
   // it to the chosen timestep's sample is add_noise with zero extra noise (alpha_t * x for
   // variance-preserving samplers, x itself for sigma-space ones).
-  at::Tensor x0_noisy =
-      pad_to_multiple(image.to(at::kFloat), std::max(1, model.downsampling_factor)) * 2 - 1;
+  const at::Tensor x0_noisy = image_on_canvas(model, image);
   // The class is fitted on noise added above the image's own level (t*).
   const std::vector<std::int64_t> labels = classes_for_images(model, options, x0_noisy, t_star);
   at::Tensor x = p.sampler->add_noise(x0_noisy, at::zeros_like(x0_noisy), first);
   x = p.sampler->run(x, first, run_network(model, labels, Padding::Zeros, guidance, options, x),
                      p.generator, options.on_step);
-  result.image = crop(to_unit_range(x.to(at::kCPU, at::kFloat)), height, width);
+  result.image = canvas_result(x, height, width);
   return result;
 }
 

@@ -74,6 +74,14 @@ struct Fusion {
   std::int64_t per_call = 1;
   std::vector<at::Tensor> weights;  // per window (row-major): [1, 1, size_y, size_x]
   at::Tensor inverse_sum;           // [1, 1, H, W]: 1 / the weight sum
+
+  // Moves the weights to the canvas's device on the first call, so that a CUDA run copies them
+  // once, not every step (a run's canvas never changes device).
+  void place_on(const c10::Device& device) {
+    if (inverse_sum.device() == device) return;
+    for (at::Tensor& w : weights) w = w.to(device);
+    inverse_sum = inverse_sum.to(device);
+  }
 };
 
 }  // namespace
@@ -208,6 +216,7 @@ NetworkFn tiled_network(NetworkFn network, const TileLayout& layout, std::int64_
       throw Error("tiling: the canvas is not the layout's size");
     }
     const std::int64_t n = x.size(0), total = l.count();
+    fusion->place_on(x.device());
     Conditioning window_cond = cond;
     window_cond.padding = window_padding(l, cond.padding);
     at::Tensor sum;  // [N, C_out, H, W] float32, on x's device
@@ -231,15 +240,15 @@ NetworkFn tiled_network(NetworkFn network, const TileLayout& layout, std::int64_
         sum = at::zeros({n, out.size(1), l.rows.length, l.cols.length}, out.options());
       }
       for (std::int64_t w = first; w < first + k; ++w) {
-        const at::Tensor part = out.narrow(0, (w - first) * n, n) *
-                                fusion->weights[static_cast<std::size_t>(w)].to(out.device());
+        const at::Tensor part =
+            out.narrow(0, (w - first) * n, n) * fusion->weights[static_cast<std::size_t>(w)];
         scatter_add(sum, l, w / l.cols.count(), w % l.cols.count(), part);
       }
       if (on_window && !on_window(static_cast<int>(first + k), static_cast<int>(total))) {
         throw Cancelled();
       }
     }
-    return sum.mul_(fusion->inverse_sum.to(sum.device()));  // [N, C_out, H, W]
+    return sum.mul_(fusion->inverse_sum);  // [N, C_out, H, W]
   };
 }
 

@@ -53,7 +53,9 @@ struct Request {
   // Loading.
   std::string model_path;          // empty: default_model_path()
   std::string device = "auto";     // auto (CUDA when present), cpu, cuda
-  std::string precision = "fp32";  // fp32 or bf16 (the network's dtype; sampling stays fp32)
+  std::string precision = "auto";  // the network's dtype (sampling stays fp32): auto (bf16 on
+                                   // CUDA devices that support it, fp32 elsewhere), fp32, bf16,
+                                   // fp16 (CUDA only)
   std::string weights;             // Trainer checkpoints: "ema" or "model"; empty: the format's own
   std::string objective;           // Trainer checkpoints: pred_noise, pred_x0 or pred_v;
                                    // empty: from the file
@@ -123,7 +125,8 @@ class Model {
   ~Model();
 
   const models::ModelInfo& info() const;
-  std::string device() const;  // "cpu", "cuda:0"
+  std::string device() const;     // "cpu", "cuda:0"
+  std::string precision() const;  // the network's dtype as loaded: "fp32", "bf16" or "fp16"
   std::string default_sampler() const;
   // "18 convolution configurations checked in 0.4 s, 0 of 22 layers rerouted", or "" when the
   // check was skipped (Request::kernel_check, GD_NO_KERNEL_CHECK). For a TorchScript module a

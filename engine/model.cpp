@@ -31,11 +31,10 @@ c10::Device about_device(const std::string& text) {
 models::LoadOptions load_options(const Request& request) {
   models::LoadOptions load;
   load.device = about_device(request.device);
-  if (request.precision == "bf16") {
-    load.dtype = at::kBFloat16;
-  } else if (request.precision != "fp32" && !request.precision.empty()) {
-    throw RequestError("precision",
-                       "precision must be fp32 or bf16, not '" + request.precision + "'");
+  try {
+    load.dtype = core::parse_precision(request.precision, load.device);
+  } catch (const Error& e) {  // fp16 on the CPU is a fact about the device chosen
+    throw RequestError("precision", e.what());
   }
   if (!request.weights.empty() && request.weights != "ema" && request.weights != "model") {
     throw RequestError("weights",
@@ -80,6 +79,7 @@ Model::~Model() = default;
 
 const models::ModelInfo& Model::info() const { return impl_->loaded.info; }
 std::string Model::device() const { return impl_->load.device.str(); }
+std::string Model::precision() const { return core::precision_name(impl_->load.dtype); }
 std::string Model::default_sampler() const {
   return core::default_sampler(impl_->pipeline.schedule);
 }

@@ -2,6 +2,7 @@
 // and back.
 #include <ATen/ATen.h>
 
+#include "core/error.h"
 #include "core/pipeline.h"
 #include "core/thread_policy.h"
 #include "engine/model_impl.h"
@@ -20,11 +21,46 @@ void add_callbacks(core::RunOptions& run, const Callbacks& callbacks, Result& re
   };
 }
 
+// LibTorch's out-of-memory failures (CUDA's OutOfMemoryError, the CPU allocator's refusal) as one
+// line that names the device and the way out, instead of an allocator's multi-line report.
+// It is about the windows chosen: a RequestError on tile_size, so each front end names its own
+// option; about_model, as it is a fact about this machine and model, not bad usage.
+[[noreturn]] void out_of_memory(const Model& model, const Plan& plan) {
+  throw RequestError("tile_size",
+                     "out of memory on " + model.device() + " (" + plan.memory +
+                         "): choose smaller windows, a lower memory budget, a smaller size or "
+                         "precision bf16",
+                     /*about_model=*/true);
+}
+
+bool allocator_refused(const c10::Error& e) {
+  const std::string text = e.what_without_backtrace();
+  return text.find("can't allocate memory") != std::string::npos ||
+         text.find("out of memory") != std::string::npos;
+}
+
+Result run_checked(const Model& model, const Request& request, const Plan& plan,
+                   const at::Tensor& image, const Callbacks& callbacks);
+
 }  // namespace
 
 Result run(const Model& model, const Request& request, const at::Tensor& image,
            const Callbacks& callbacks) {
   const Plan plan = check_request(model, request, ImageShape::of(image));
+  try {
+    return run_checked(model, request, plan, image, callbacks);
+  } catch (const c10::OutOfMemoryError&) {
+    out_of_memory(model, plan);
+  } catch (const c10::Error& e) {
+    if (allocator_refused(e)) out_of_memory(model, plan);
+    throw;
+  }
+}
+
+namespace {
+
+Result run_checked(const Model& model, const Request& request, const Plan& plan,
+                   const at::Tensor& image, const Callbacks& callbacks) {
   const core::PipelineModel& m = model.impl().pipeline;
   Result result;
   core::RunOptions run = engine_internal::run_options(model, request);
@@ -59,5 +95,7 @@ Result run(const Model& model, const Request& request, const at::Tensor& image,
   result.image = core::from_model_channels(result.image, static_cast<int>(image.size(1)));
   return result;
 }
+
+}  // namespace
 
 }  // namespace gd

@@ -145,8 +145,8 @@ std::string size_text(std::int64_t w, std::int64_t h) {
   return std::to_string(w) + "x" + std::to_string(h);
 }
 
-core::MemoryBudget budget_of(const Request& r) {
-  if (r.max_memory.empty()) return core::machine_budget();
+core::MemoryBudget budget_of(const Request& r, const c10::Device& device) {
+  if (r.max_memory.empty()) return core::device_budget(device);
   core::MemoryBudget b;
   b.bytes = parse_memory_size(r.max_memory);
   b.source = "given";
@@ -189,7 +189,7 @@ TilePlan plan_tiles(const Model& model, const Request& r, const RunSize& size,
   facts.canvas = measure_canvas(model, r, run);
 
   TilePlan plan;
-  plan.budget = budget_of(r);
+  plan.budget = budget_of(r, model.impl().pipeline.device);
   auto with_windows = [&](std::int64_t sy, std::int64_t sx) {
     TilePlan p = plan;
     const std::int64_t smaller = std::min(sy, sx);

@@ -55,6 +55,10 @@ struct LoadedModel {
 // Defined in model_header.cpp, with the other reads that need no weights.
 CheckpointFormat detect_format(const std::string& path);
 
+// fp32 means float32 on CUDA too: turns off LibTorch's default TF32 for cuDNN and cuBLAS
+// (load_model calls it; networks built by hand, like the benchmark's, call it themselves).
+void exact_float32_on(const c10::Device& device);
+
 // Reads and validates everything; throws gd::Error with a one-line message on any problem.
 // model_header.h's read_model_info gives the same info without reading the weights.
 LoadedModel load_model(const std::string& path, const LoadOptions& options = {});

@@ -29,6 +29,7 @@ PluginRequest read_config(Action action, GimpProcedureConfig* config) {
   r.sampler = get_string(config, "sampler");
   if (r.sampler == "default") r.sampler.clear();
   r.device = get_string(config, "device");
+  if (has_property(config, "precision")) r.precision = get_string(config, "precision");
   r.class_name = get_string(config, "class");
   int steps = 0, seed = -1, threads = 0;
   double eta = 0.0, guidance = 0.0;

@@ -58,6 +58,16 @@ void add_common_arguments(GimpProcedure* procedure) {
                                   nullptr, "cuda", 2, "CUDA",
                                   "An NVIDIA GPU (fails when none is usable)", nullptr),
       "auto", G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument(
+      procedure, "precision", "_Precision",
+      "The network's number format (sampling stays 32-bit): auto (bf16 on CUDA devices that "
+      "support it, fp32 on the CPU), fp32, bf16 or fp16 (CUDA only)",
+      gimp_choice_new_with_values("auto", 0, "Auto", "bf16 on capable GPUs, fp32 on the CPU",
+                                  "fp32", 1, "fp32", "Exact: the reference's own precision", "bf16",
+                                  2, "bf16",
+                                  "Faster, close to fp32 (AVX-512 bf16 CPUs, recent GPUs)", "fp16",
+                                  3, "fp16", "CUDA only", nullptr),
+      "auto", G_PARAM_READWRITE);
   gimp_procedure_add_int_argument(
       procedure, "threads", "CPU _threads",
       "CPU threads; 0: automatic (all cores on an idle machine, fewer when other programs keep "

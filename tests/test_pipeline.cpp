@@ -13,8 +13,11 @@
 #include "models/model_loader.h"
 #include "models/pipeline_model.h"
 #include "tests/conv_routes.h"
+#include "tests/reference_cases.h"
 #include "tests/test_util.h"
 
+using gd::test::check_generate_cases;
+using gd::test::check_img2img_cases;
 using gd::test::data_path;
 using gd::test::fixture_tensor;
 using gd::test::max_abs_diff;
@@ -39,63 +42,7 @@ Fixture open(const std::string& relative, c10::ScalarType dtype = at::kFloat) {
   return open(relative, options);
 }
 
-nlohmann::json cases(const std::string& folder) {
-  std::ifstream file(data_path(folder + "/cases.json"));
-  nlohmann::json j = nlohmann::json::parse(file);
-  return j.is_array() ? j : j["checks"];
-}
-
 }  // namespace
-
-// Runs every "generate" case of a fixture folder's cases.json through generate().
-int check_generate_cases(const std::string& folder, const std::string& model,
-                         const gd::models::LoadOptions& load = {}) {
-  Fixture f = open(folder + "/" + model, load);
-  int checked = 0;
-  for (const auto& c : cases(folder)) {
-    if (c["kind"] != "generate") continue;
-    SCOPED_TRACE(c["file"].get<std::string>());
-    gd::core::GenerateOptions options;
-    options.sampler = c["sampler"];
-    options.steps = c["steps"];
-    options.eta = c["eta"];
-    options.seed = c["seed"];
-    options.batch = c["batch"];
-    options.width = c["width"];
-    options.height = c["height"];
-    at::Tensor image = gd::core::generate(f.model, options);
-    const std::string file = folder + "/" + c["file"].get<std::string>();
-    const double err = max_abs_diff(image, fixture_tensor(file, "image"));
-    EXPECT_LE(err, 2e-3);
-    std::printf("  %s: max |image - reference| = %.3g\n", file.c_str(), err);
-    ++checked;
-  }
-  return checked;
-}
-
-// Runs every "img2img" case of a fixture folder's cases.json through img2img().
-int check_img2img_cases(const std::string& folder, const std::string& model,
-                        const gd::models::LoadOptions& load = {}) {
-  Fixture f = open(folder + "/" + model, load);
-  int checked = 0;
-  for (const auto& c : cases(folder)) {
-    if (c["kind"] != "img2img") continue;
-    SCOPED_TRACE(c["file"].get<std::string>());
-    const std::string file = folder + "/" + c["file"].get<std::string>();
-    gd::core::RunOptions options;
-    options.sampler = c["sampler"];
-    options.steps = c["steps"];
-    options.eta = c["eta"];
-    options.seed = c["seed"];
-    at::Tensor image =
-        gd::core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
-    const double err = max_abs_diff(image, fixture_tensor(file, "image"));
-    EXPECT_LE(err, 2e-3);
-    std::printf("  %s: max |image - reference| = %.3g\n", file.c_str(), err);
-    ++checked;
-  }
-  return checked;
-}
 
 TEST(Pipeline, GenerateMatchesEveryDiffusersCase) {
   EXPECT_EQ(check_generate_cases("diffusers-tiny", "model"), 7);

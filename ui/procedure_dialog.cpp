@@ -66,7 +66,7 @@ bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config,
   gimp_procedure_dialog_get_spin_scale(dlg, "steps", 1.0);
   gimp_procedure_dialog_get_label(dlg, "sampling-title", "Sampling", FALSE, FALSE);
   gimp_procedure_dialog_fill_box(dlg, "sampling-box", "sampler", "steps", "eta", "seed", "device",
-                                 "threads", nullptr);
+                                 "precision", "threads", nullptr);
   gimp_procedure_dialog_fill_frame(dlg, "sampling-frame", "sampling-title", FALSE, "sampling-box");
 
   // Memory: whether the area goes through the network whole or in windows, within what budget.

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/prediction.h"
 #include "core/samplers/ddpm_sampler.h"
 #include "core/timesteps.h"
@@ -58,7 +59,7 @@ at::Tensor DdimSampler::step(const at::Tensor& raw, int index, const at::Tensor&
   at::Tensor direction = at::pow(1 - a_prev - at::pow(std_dev, 2), 0.5) * p.eps;
   at::Tensor prev = at::pow(a_prev, 0.5) * x0 + direction;  // [N, C, H, W]
   if (eta_ > 0) {
-    at::Tensor noise = at::randn(out.sizes(), generator, out.options());  // [N, C, H, W]
+    at::Tensor noise = draw_noise(out.sizes(), generator, out.options());  // [N, C, H, W]
     prev = prev + std_dev * noise;
   }
   return prev;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/prediction.h"
 
 namespace gd::core {
@@ -63,12 +64,10 @@ DdpmPytorchTables tables_on(const DdpmPytorchTables& t, const at::Device& device
 }
 
 // torch.randn_like(x) drawn from `generator`: one draw of x's full shape (the CPU normal
-// sampler depends on numel, so draws must never be split or merged). A CPU generator draws on
-// the CPU and the result moves to x's device.
+// sampler depends on numel, so draws must never be split or merged), on the CPU, moved to x's
+// device (core/noise_draw.h).
 at::Tensor randn_like(const at::Tensor& x, at::Generator& generator) {
-  at::Tensor noise =
-      at::randn(x.sizes(), generator, x.options().device(generator.device()).dtype(at::kFloat));
-  return noise.to(x.options());
+  return draw_noise(x.sizes(), generator, x.options());
 }
 
 // The network output split into the prediction [N, C, H, W] and, for learned variance

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/prediction.h"
 #include "core/timesteps.h"
 
@@ -97,7 +98,7 @@ at::Tensor DdpmSampler::step(const at::Tensor& raw, int index, const at::Tensor&
   at::Tensor prev = x0_coeff * x0 + xt_coeff * x;  // [N, C, H, W]
 
   if (t > 0) {
-    at::Tensor noise = at::randn(out.sizes(), generator, out.options());  // [N, C, H, W]
+    at::Tensor noise = draw_noise(out.sizes(), generator, out.options());  // [N, C, H, W]
     // Posterior variance beta~ = (1 - a_prev) / (1 - a_t) * beta (Ho et al. eq. 7).
     at::Tensor variance = at::clamp_min((1 - a_prev) / (1 - a_t) * current_beta, 1e-20);
     const std::string& type = schedule_.variance_type;

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/error.h"
+#include "core/noise_draw.h"
 #include "core/prediction.h"
 #include "core/samplers/ddpm_sampler.h"
 #include "core/timesteps.h"
@@ -70,7 +71,7 @@ at::Tensor EulerSampler::run(at::Tensor x, int first, const ModelFn& model,
       at::Tensor sigma_up = at::pow(n2 * (s2 - n2) / s2, 0.5);
       at::Tensor sigma_down = at::pow(n2 - at::pow(sigma_up, 2), 0.5);
       x = x + derivative * (sigma_down - sigma);
-      at::Tensor noise = at::randn(out.sizes(), generator, out.options());  // [N, C, H, W]
+      at::Tensor noise = draw_noise(out.sizes(), generator, out.options());  // [N, C, H, W]
       x = x + noise * sigma_up;
     }
     if (on_step && !on_step(i - first + 1, steps - first)) throw Cancelled();

@@ -1,7 +1,8 @@
 // gimp-diffusion-benchmark: where the time of a sampling run goes.
 //
 //   gimp-diffusion-benchmark --model PATH | --config UNET_CONFIG_JSON
-//                            [--width W] [--height H] [--batch N] [--precision fp32|bf16]
+//                            [--width W] [--height H] [--batch N]
+//                            [--precision fp32|bf16|fp16|auto]
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
 //                            [--layout channels_last|contiguous] [--guidance W]
 //                            [--guidance-below T] [--guidance-batch on|off] [--seamless]
@@ -23,7 +24,11 @@
 // for any architecture, TorchScript included. One warm-up step runs first and is not counted.
 // --config times a diffusers UNet2DModel architecture (its config.json) with random weights and
 // the default DDPM schedule, so real-sized models can be measured without their checkpoints.
-// This is a benchmark, not a test: it asserts nothing.
+// On CUDA the network is not synchronised call by call (that would serialise launches and
+// hide what a run costs): the FLOPs of a call are counted in the warm-up, the op observers are
+// then removed, and the figures are the whole run's: seconds per step and GFLOP/s over the run,
+// with the peak of tensor memory on the device (LibTorch's allocator reports,
+// core/memory_estimate). This is a benchmark, not a test: it asserts nothing.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -49,6 +54,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/device.h"
+#include "core/memory_estimate.h"
 #include "core/memory_policy.h"
 #include "core/pipeline.h"
 #include "core/thread_policy.h"
@@ -193,12 +200,11 @@ int main(int argc, char** argv) {
     const int threads = std::stoi(arg(argc, argv, "threads", "0"));
     if (threads < 0) throw std::runtime_error("--threads must be 0 (automatic) or more");
     const bool background_load = arg(argc, argv, "background-load", "0") == "1";
-    const std::string device_name = arg(argc, argv, "device", "cpu");
-    if (device_name == "cuda" && !at::hasCUDA()) throw std::runtime_error("no CUDA device");
     gd::models::LoadOptions load;
-    load.device = device_name == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    load.device = gd::core::parse_device(arg(argc, argv, "device", "cpu"));
     load.channels_last = arg(argc, argv, "layout", "channels_last") == "channels_last";
-    load.dtype = arg(argc, argv, "precision", "fp32") == "bf16" ? at::kBFloat16 : at::kFloat;
+    load.dtype = gd::core::parse_precision(arg(argc, argv, "precision", "fp32"), load.device);
+    gd::models::exact_float32_on(load.device);
     gd::models::LoadedModel loaded;
     if (config_path.empty()) {
       loaded = gd::models::load_model(model_path, load);
@@ -233,10 +239,12 @@ int main(int argc, char** argv) {
     gd::core::PipelineModel model = gd::models::pipeline_model(loaded, load);
     model.network = [&](const at::Tensor& x, const at::Tensor& t,
                         const gd::core::Conditioning& cond) {
-      if (cuda) sync_cuda();
+      if (cuda) {  // asynchronous: counted, not timed call by call
+        ++network_calls;
+        return net->forward(x, t, cond);
+      }
       const auto start = Clock::now();
       at::Tensor out = net->forward(x, t, cond);
-      if (cuda) sync_cuda();
       network_seconds += std::chrono::duration<double>(Clock::now() - start).count();
       ++network_calls;
       return out;
@@ -258,7 +266,7 @@ int main(int argc, char** argv) {
     const std::string guidance =
         gd::core::describe_guidance(gd::core::run_guidance(model, options, true));
 
-    at::addGlobalCallback(
+    const at::CallbackHandle flop_observer = at::addGlobalCallback(
         at::RecordFunctionCallback(
             [](const at::RecordFunction&) -> std::unique_ptr<at::ObserverContext> {
               return nullptr;
@@ -267,7 +275,7 @@ int main(int argc, char** argv) {
             .needsInputs(true)
             .needsOutputs(true));
     g_main_thread = std::this_thread::get_id();
-    at::addGlobalCallback(
+    const at::CallbackHandle op_clock = at::addGlobalCallback(
         at::RecordFunctionCallback(start_op, end_op).scopes({at::RecordScope::FUNCTION}));
 
     pid_t load_pid = -1;
@@ -282,19 +290,32 @@ int main(int argc, char** argv) {
     } load_guard{load_pid};
     const gd::core::ThreadChoice thread_choice = gd::core::apply_thread_policy(threads);
 
-    // Warm-up: one step, not counted (first-call allocations, kernel selection).
+    // Warm-up: one step, not timed (first-call allocations, kernel selection). On CUDA it counts
+    // the FLOPs of a call, and the observers go before the timed run.
     gd::core::GenerateOptions warm = options;
     warm.steps = 1;
+    g_counting = cuda;
     gd::core::generate(model, warm);
+    g_counting = false;
+    const double flops_per_call = network_calls > 0 ? g_flops / network_calls : 0.0;
+    if (cuda) {
+      at::removeCallback(flop_observer);
+      at::removeCallback(op_clock);
+      sync_cuda();
+    }
+    g_flops = 0.0;
     network_seconds = 0;
     network_calls = 0;
 
-    g_counting = true;
+    gd::core::MemoryMeter device_memory;  // tensors' peak, device included
+    g_counting = !cuda;
     const auto start = Clock::now();
     at::Tensor images = gd::core::generate(model, options);
     if (cuda) sync_cuda();
     const double total = std::chrono::duration<double>(Clock::now() - start).count();
     g_counting = false;
+    if (cuda) g_flops = flops_per_call * network_calls;
+    if (cuda) network_seconds = total;  // not separable without synchronising every call
     stop_background_load(load_guard.pid);
     load_guard.pid = -1;
 
@@ -321,23 +342,32 @@ int main(int argc, char** argv) {
     std::printf("threads:             %s\n", thread_choice.describe().c_str());
     std::printf("background load:     %s\n",
                 background_load ? "1 busy process pinned to one core" : "none");
-    std::printf("precision:           %s\n", load.dtype == at::kBFloat16 ? "bf16" : "fp32");
+    std::printf("precision:           %s\n", gd::core::precision_name(load.dtype).c_str());
     std::printf("guidance:            %s%s\n", guidance.empty() ? "off" : guidance.c_str(),
                 guidance.empty()                          ? ""
                 : options.max_batched_guidance_pixels > 0 ? " (batched 2N)"
                                                           : " (two calls)");
     std::printf("seamless:            %s\n", options.seamless ? "yes" : "no");
-    std::printf("network per call:    %.4f s\n", network_seconds / steps);
-    std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);
+    if (cuda) {
+      std::printf("network per call:    (CUDA: not separated from the sampler)\n");
+    } else {
+      std::printf("network per call:    %.4f s\n", network_seconds / steps);
+      std::printf("sampler per call:    %.4f s\n", (total - network_seconds) / steps);
+    }
+    std::printf("seconds per step:    %.4f s\n", total / std::max(1, options.steps));
     std::printf("total:               %.3f s\n", total);
     std::printf("peak memory (RSS):   %.1f MiB\n", usage.ru_maxrss / 1024.0);
+    std::printf("peak tensor memory:  %.1f MiB (%s)\n",
+                static_cast<double>(device_memory.peak()) / (1 << 20), load.device.str().c_str());
     std::printf("network GFLOP/call:  %.3f\n", g_flops / 1e9 / steps);
-    std::printf("achieved GFLOP/s:    %.1f\n",
-                network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0);
+    std::printf("achieved GFLOP/s:    %.1f%s\n",
+                network_seconds > 0 ? g_flops / 1e9 / network_seconds : 0.0,
+                cuda ? " (over the whole run)" : "");
     // Where the time goes: the top-level ops, largest first, as shares of the whole run.
     std::vector<std::pair<double, std::string>> ops;
     for (const auto& [name, seconds] : g_op_seconds) ops.emplace_back(seconds, name);
     std::sort(ops.rbegin(), ops.rend());
+    if (cuda) return 0;  // op times would be launch times only
     std::printf("time by op (top level, %% of total, timing callbacks included):");
     for (std::size_t i = 0; i < ops.size() && i < 8; ++i) {
       std::printf("%s %s %.1f%%", i ? "," : "", ops[i].second.c_str(),

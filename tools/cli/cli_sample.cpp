@@ -57,7 +57,7 @@ Request parse_common(const Args& args, Action action) {
   r.objective = args.value("objective").value_or("");
   r.kernel_check = !args.flag("no-kernel-check");
   r.device = args.value("device").value_or("auto");
-  r.precision = args.value("precision").value_or("fp32");
+  r.precision = args.value("precision").value_or("auto");
   if (auto threads = args.value("threads"))
     r.threads = static_cast<int>(parse_integer("threads", *threads, 0, 1024));
   r.sampler = args.value("sampler").value_or("");
@@ -155,8 +155,9 @@ class Command {
       std::fprintf(stderr, "note: %s\n", model.kernel_check().c_str());
     }
     const std::string text = plan.describe(model, request_.seed);
-    std::fprintf(stderr, "%s: %s, %s, device %s\n", what().c_str(),
-                 model.info().architecture.c_str(), text.c_str(), plan.device.c_str());
+    std::fprintf(stderr, "%s: %s, %s, device %s, %s\n", what().c_str(),
+                 model.info().architecture.c_str(), text.c_str(), plan.device.c_str(),
+                 model.precision().c_str());
     std::fprintf(stderr, "%s: %s\n", what().c_str(), plan.memory.c_str());
     if (plan.windows > 1) {
       auto list = [](const std::vector<std::int64_t>& v) {
