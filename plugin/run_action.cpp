@@ -12,6 +12,7 @@
 #include "plugin/apply_result.h"
 #include "plugin/config_request.h"
 #include "plugin/engine_bridge.h"
+#include "plugin/model_list.h"
 #include "plugin/model_path.h"
 #include "plugin/pixels.h"
 #include "plugin/procedures.h"
@@ -101,14 +102,7 @@ Callbacks progress_callbacks(Action action, const Plan& plan) {
 std::string describe_for_dialog(const std::string& model, const std::string& device) {
   try {
     const std::string path = resolve_model_path(model);
-    std::string text =
-        describe_model(path, device) + (model.empty() ? "\n(default model: " + path + ")" : "");
-    const std::vector<std::string> installed = user_model_names();
-    if (!installed.empty()) {
-      text += "\nInstalled models (type a name):";
-      for (const std::string& name : installed) text += " " + name;
-    }
-    return text;
+    return describe_model(path, device) + "\n" + path;
   } catch (const std::exception& e) {
     return "Model problem: " + one_line(e.what());
   }
@@ -205,8 +199,8 @@ GimpValueArray* run_action(Action action, GimpProcedure* procedure, GimpRunMode 
   GimpDrawable* drawable = drawables[0];
   if (run_mode == GIMP_RUN_INTERACTIVE) {
     gimp_ui_init("gimp-diffusion");
-    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action),
-                                      describe_for_dialog)) {
+    if (!gd::ui::run_procedure_dialog(procedure, config, action_title(action), describe_for_dialog,
+                                      list_models())) {
       return gimp_procedure_new_return_values(procedure, GIMP_PDB_CANCEL, nullptr);
     }
   } else {

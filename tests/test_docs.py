@@ -74,7 +74,7 @@ MESON_BUILTIN_OPTIONS = {"buildtype", "debug", "optimization", "warning_level", 
                          "b_coverage", "pkg_config_path", "cmake_prefix_path"}
 # Well-known programs a doc may name; they are not run.
 SYSTEM_TOOLS = {"apt-get", "ccache", "cmake", "cp", "ctest", "flatpak", "gimp",
-                "gimp-console-3.0", "git", "ls", "mkdir", "ninja", "pkg-config"}
+                "gimp-console-3.0", "git", "ls", "mkdir", "ninja", "pkg-config", "sh", "tar"}
 
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SEPARATORS = {"&&", "||", ";", "|"}

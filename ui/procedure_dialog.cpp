@@ -45,18 +45,21 @@ void schedule_update(GObject*, GParamSpec*, gpointer data) {
 }  // namespace
 
 bool run_procedure_dialog(GimpProcedure* procedure, GimpProcedureConfig* config, const char* title,
-                          DescribeFn describe) {
+                          DescribeFn describe, std::vector<ModelChoice> models) {
   GtkWidget* dialog = gimp_procedure_dialog_new(procedure, config, title);
   auto* dlg = GIMP_PROCEDURE_DIALOG(dialog);
 
-  // Model: the path and what it holds.
+  // Model: a drop-down (the "model" string underneath) and what the chosen model holds.
   GtkWidget* info = gimp_procedure_dialog_get_label(dlg, "model-info", "", FALSE, FALSE);
   gtk_label_set_line_wrap(GTK_LABEL(info), TRUE);
   gtk_label_set_xalign(GTK_LABEL(info), 0.0f);
   gtk_label_set_max_width_chars(GTK_LABEL(info), 60);
   gimp_procedure_dialog_get_label(dlg, "model-title", "Model", FALSE, FALSE);
-  gimp_procedure_dialog_fill_box(dlg, "model-box", "model", "class", "guidance", "model-info",
-                                 nullptr);
+  GtkWidget* model_box =
+      gimp_procedure_dialog_fill_box(dlg, "model-box", "class", "guidance", "model-info", nullptr);
+  GtkWidget* chooser = model_chooser_new(config, std::move(models));
+  gtk_box_pack_start(GTK_BOX(model_box), chooser, FALSE, FALSE, 0);
+  gtk_box_reorder_child(GTK_BOX(model_box), chooser, 0);
   gimp_procedure_dialog_fill_frame(dlg, "model-frame", "model-title", FALSE, "model-box");
 
   // Sampling.
