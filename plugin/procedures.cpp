@@ -148,6 +148,13 @@ void add_seed_return(GimpProcedure* procedure) {
                                       G_PARAM_READWRITE);
 }
 
+// The actions that rewrite an existing layer (Image to image, Fill Selection, Make Seamless).
+void add_layer_return(GimpProcedure* procedure) {
+  gimp_procedure_add_layer_return_value(
+      procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
+      TRUE, G_PARAM_READWRITE);
+}
+
 }  // namespace
 
 GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
@@ -186,9 +193,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_output_argument(procedure);
     add_memory_arguments(procedure);
     add_seed_return(procedure);
-    gimp_procedure_add_layer_return_value(
-        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
-        TRUE, G_PARAM_READWRITE);
+    add_layer_return(procedure);
   } else if (g_strcmp0(name, kDenoise) == 0) {
     procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
                                          GINT_TO_POINTER(Action::Denoise), nullptr);
@@ -227,9 +232,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_output_argument(procedure);
     add_memory_arguments(procedure);
     add_seed_return(procedure);
-    gimp_procedure_add_layer_return_value(
-        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
-        TRUE, G_PARAM_READWRITE);
+    add_layer_return(procedure);
   } else if (g_strcmp0(name, kMakeSeamless) == 0) {
     procedure = gimp_image_procedure_new(plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run_procedure,
                                          GINT_TO_POINTER(Action::MakeSeamless), nullptr);
@@ -250,9 +253,7 @@ GimpProcedure* create_procedure(GimpPlugIn* plug_in, const gchar* name) {
     add_output_argument(procedure, /*seamless=*/false);
     add_memory_arguments(procedure);
     add_seed_return(procedure);
-    gimp_procedure_add_layer_return_value(
-        procedure, "layer", "Layer", "The layer holding the result (the new copy, or the drawable)",
-        TRUE, G_PARAM_READWRITE);
+    add_layer_return(procedure);
   }
   return procedure;
 }

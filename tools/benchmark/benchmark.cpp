@@ -314,8 +314,10 @@ int main(int argc, char** argv) {
     if (cuda) sync_cuda();
     const double total = std::chrono::duration<double>(Clock::now() - start).count();
     g_counting = false;
-    if (cuda) g_flops = flops_per_call * network_calls;
-    if (cuda) network_seconds = total;  // not separable without synchronising every call
+    if (cuda) {
+      g_flops = flops_per_call * network_calls;
+      network_seconds = total;  // not separable without synchronising every call
+    }
     stop_background_load(load_guard.pid);
     load_guard.pid = -1;
 
