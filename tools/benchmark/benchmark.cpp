@@ -6,7 +6,7 @@
 //                            [--sampler S] [--steps N] [--device cpu|cuda] [--threads N]
 //                            [--layout channels_last|contiguous] [--guidance W]
 //                            [--guidance-below T] [--guidance-batch on|off] [--seamless]
-//                            [--background-load 0|1]
+//                            [--background-load 0|1] [--weights ema|model]
 //
 // --threads 0 (the default) applies the automatic thread policy (core/thread_policy.h), N > 0
 // forces N. --background-load 1 starts a busy-loop child process pinned to one core
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
                    "usage: gimp-diffusion-benchmark --model PATH [--width W] [--height H] "
                    "[--batch N] [--sampler S] [--steps N] [--device cpu|cuda] [--threads N] "
                    "[--layout channels_last|contiguous] [--precision fp32|bf16] [--guidance W] "
-                   "[--guidance-below T] [--seamless] [--background-load 0|1] "
+                   "[--guidance-below T] [--seamless] [--background-load 0|1] [--weights ema|model] "
                    "(or --config UNET_CONFIG_JSON for random weights)\n");
       return 2;
     }
@@ -204,6 +204,7 @@ int main(int argc, char** argv) {
     load.device = gd::core::parse_device(arg(argc, argv, "device", "cpu"));
     load.channels_last = arg(argc, argv, "layout", "channels_last") == "channels_last";
     load.dtype = gd::core::parse_precision(arg(argc, argv, "precision", "fp32"), load.device);
+    load.weights = arg(argc, argv, "weights", "");  // "model": a Trainer checkpoint's online
     gd::models::exact_float32_on(load.device);
     gd::models::LoadedModel loaded;
     if (config_path.empty()) {

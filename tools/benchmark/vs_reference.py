@@ -2,11 +2,13 @@
 """Our CLI against the reference implementations' own Python loops, on the same LibTorch.
 
 A benchmark, not a test: it prints a markdown table for docs/benchmarks.md and asserts nothing.
-Each run is a fresh process: ours is `gimp-diffusion-cli generate`, the reference is
-tools/benchmark/reference_loops.py (diffusers' loop, or denoising-diffusion-pytorch's
-GaussianDiffusion.sample) at its defaults and at its best settings (channels-last weights,
-inference_mode, the malloc tuning of core/memory_policy.h, our thread count). The three
-alternate, the order rotating every repetition, so that machine load hits all of them alike.
+Each run is a fresh process. Four sides: ours is `gimp-diffusion-cli generate` at --precision
+fp32 (the reference's arithmetic) and at --precision auto (as shipped: bf16 on CPUs with native
+bf16, docs/numerics.md); the reference is tools/benchmark/reference_loops.py (diffusers' loop, or
+denoising-diffusion-pytorch's GaussianDiffusion.sample) at its defaults and at its best settings
+(channels-last weights, inference_mode, the malloc tuning of core/memory_policy.h, and the thread
+count that ran fastest for it on a short calibration run of the row). The four alternate, the
+order rotating every repetition, so that machine load hits all of them alike.
 
 Rows (--rows, comma-separated):
   patterns512    the bundled model at 512x512, dpmpp_2m 20 steps, class 3, its own guidance
@@ -22,7 +24,8 @@ Rows (--rows, comma-separated):
 Per side: the sampling loop's time (the reference times its own loop; ours from the CLI's last
 progress line), the process's wall time (start-up, imports, loading included), min and median
 over the repetitions, the peak RSS (wait4), and the largest absolute difference between the
-outputs (float32 images in [0, 1], same seed and initial noise). Ratios are reference / ours.
+outputs (float32 images in [0, 1], same seed and initial noise). Speed is the reference at its
+best over the side, medians: above 1 the side is faster than the reference's best.
 
 Setup (the reference sources are not part of this repository; nothing is downloaded here):
   - diffusers 58eb52c0 in build/ref/diffusers and denoising-diffusion-pytorch faed4db2 in
@@ -61,7 +64,7 @@ CIFAR_SCHEDULER = {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 
 LUCIDRAINS_UNET = {"dim": 64, "dim_mults": [1, 2, 4, 8]}
 LUCIDRAINS_DIFFUSION = {"timesteps": 1000}  # the package's defaults otherwise (pred_v, sigmoid)
 
-SIDES = ("ours", "reference best", "reference default")
+SIDES = ("ours fp32", "ours auto", "reference best", "reference default")
 
 
 def fail(message):
@@ -182,30 +185,51 @@ def ours_threads(err):
 
 class Runner:
     def __init__(self, threads):
-        self.threads = threads       # 0: ours automatic, the reference best gets ours' choice
-        self.last_ours_threads = 2
+        self.threads = threads  # 0: ours automatic, the reference best its fastest count
+        self.best_threads = threads or 1
+
+    def reference_cmd(self, row, settings, threads, out, steps=None):
+        return [sys.executable, CHILD, row["kind"], "--model", row["model"],
+                "--size", str(row["size"]), "--batch", str(row["batch"]),
+                "--steps", str(steps or row["steps"]), "--seed", "1", "--settings", settings,
+                "--threads", str(threads), "-o", out] + row["ref"]
+
+    def calibrate(self, row):
+        """The reference's best thread count for this row: each count from 1 to the CPUs, on a
+        short run (a fifth of the steps, at least 3), the fastest loop per step wins. On small
+        images more threads can be several times slower (docs/benchmarks.md, thread policy)."""
+        if self.threads:
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(site_dirs()))
+        out = os.path.join(WORK, "calibrate.safetensors")
+        steps = max(3, row["steps"] // 5)
+        per_step = {}
+        for threads in range(1, (os.cpu_count() or 1) + 1):
+            _, _, stdout, _ = timed(self.reference_cmd(row, "best", threads, out, steps), env)
+            per_step[threads] = json.loads(stdout.strip().splitlines()[-1])["loop_s"] / steps
+        self.best_threads = min(per_step, key=per_step.get)
+        print(f"  {row['name']}: reference best threads: " +
+              ", ".join(f"{k}: {v:.3f} s/step" for k, v in per_step.items()) +
+              f" -> {self.best_threads}", file=sys.stderr, flush=True)
 
     def run(self, row, side, out):
-        if side == "ours":
+        if side.startswith("ours"):
+            precision = side.split()[1]  # fp32: the reference's arithmetic; auto: as shipped
             cmd = [CLI, "generate", "--model", row["model"], "--width", str(row["size"]),
                    "--height", str(row["size"]), "--batch", str(row["batch"]),
                    "--sampler", row["sampler"], "--steps", str(row["steps"]), "--seed", "1",
-                   "-o", out] + row["ours"]
+                   "--precision", precision, "-o", out] + row["ours"]
             if self.threads:
                 cmd += ["--threads", str(self.threads)]
             env = None
         else:
             settings = "best" if side == "reference best" else "default"
-            cmd = [sys.executable, CHILD, row["kind"], "--model", row["model"],
-                   "--size", str(row["size"]), "--batch", str(row["batch"]),
-                   "--steps", str(row["steps"]), "--seed", "1", "--settings", settings,
-                   "--threads", str(self.threads or self.last_ours_threads), "-o", out] + row["ref"]
+            cmd = self.reference_cmd(row, settings, self.best_threads, out)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(site_dirs()))
         load = os.getloadavg()[0]
         wall, rss, stdout, err = timed(cmd, env)
-        if side == "ours":
+        if side.startswith("ours"):
             loop, threads = ours_loop_seconds(err), ours_threads(err)
-            self.last_ours_threads = threads or self.last_ours_threads
         else:
             info = json.loads(stdout.strip().splitlines()[-1])
             loop, threads = info["loop_s"], info["threads"]
@@ -228,8 +252,9 @@ def timed(cmd, env):
 def measure(row, repeats, runner):
     results = {side: [] for side in SIDES}
     images = {}
+    runner.calibrate(row)
     for rep in range(repeats):
-        order = SIDES[rep % 3:] + SIDES[:rep % 3]
+        order = SIDES[rep % len(SIDES):] + SIDES[:rep % len(SIDES)]
         for side in order:
             out = os.path.join(WORK, f"out-{side.replace(' ', '-')}.safetensors")
             r = runner.run(row, side, out)
@@ -239,7 +264,7 @@ def measure(row, repeats, runner):
                   f"{r['rss'] / 2**20:.0f} MiB, {r['threads']} threads, load {r['load']:.1f}",
                   file=sys.stderr, flush=True)
     diffs = {f"{a} vs {b}": float(np.abs(images[a].astype(np.float64) - images[b]).max())
-             for a, b in (("ours", "reference best"), ("ours", "reference default"),
+             for a, b in (("ours fp32", "reference best"), ("ours auto", "reference best"),
                           ("reference best", "reference default"))}
     return results, diffs
 
@@ -249,14 +274,15 @@ def fmt(values):
 
 
 def report(row, results, diffs):
-    ours_loop = statistics.median(r["loop"] for r in results["ours"])
-    ours_wall = statistics.median(r["wall"] for r in results["ours"])
+    """Speed is the reference at its best over the side (medians): above 1, the side is faster."""
+    best_loop = statistics.median(r["loop"] for r in results["reference best"])
+    best_wall = statistics.median(r["wall"] for r in results["reference best"])
     lines = []
     for side in SIDES:
         rs = results[side]
         loop, wall = [r["loop"] for r in rs], [r["wall"] for r in rs]
-        ratio = "" if side == "ours" else (f"{statistics.median(loop) / ours_loop:.2f}× / "
-                                           f"{statistics.median(wall) / ours_wall:.2f}×")
+        ratio = (f"{best_loop / statistics.median(loop):.2f}× / "
+                 f"{best_wall / statistics.median(wall):.2f}×")
         threads = sorted({r["threads"] for r in rs})
         loads = [r["load"] for r in rs]
         lines.append(f"| {row['name']} | {side} | {fmt(loop)} | {fmt(wall)} | {ratio} | "
@@ -273,13 +299,13 @@ def main():
     ap.add_argument("--size", type=int, default=0, help="override every row's size (try-outs)")
     ap.add_argument("--steps", type=int, default=0, help="override every row's steps (try-outs)")
     ap.add_argument("--threads", type=int, default=0,
-                    help="0: ours automatic, the reference best gets the count ours chose")
+                    help="0: ours automatic, the reference best its fastest count; N: every side N")
     a = ap.parse_args()
     check_setup()
     os.makedirs(WORK, exist_ok=True)
     runner = Runner(a.threads)
-    table = ["| row | side | loop min / median | wall min / median | ratio loop / wall "
-             "(median) | peak RSS | threads | load avg |", "|---|---|---|---|---|---|---|---|"]
+    table = ["| row | side | loop min / median | wall min / median | speed vs reference best, "
+             "loop / wall (medians) | peak RSS | threads | load avg |", "|---|---|---|---|---|---|---|---|"]
     notes = []
     for row in rows(a.rows.split(",")):
         row["size"] = a.size or row["size"]
