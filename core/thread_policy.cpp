@@ -1,6 +1,7 @@
 #include "core/thread_policy.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -106,6 +107,14 @@ std::string ThreadChoice::describe() const {
   return text;
 }
 
+bool keep_blas_on_one_thread() {
+  using SetThreads = void (*)(int);
+  const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!set) return false;
+  set(1);
+  return true;
+}
+
 ThreadChoice apply_thread_policy(int requested) {
   ThreadChoice c;
   c.cores = available_cores();
@@ -122,6 +131,7 @@ ThreadChoice apply_thread_policy(int requested) {
   if (c.automatic) c.busy_other_cores = measure_busy_other_cores();
   c.threads = decide_threads(c.cores, c.busy_other_cores, requested);
   at::set_num_threads(c.threads);
+  c.blas_single_threaded = keep_blas_on_one_thread();
   return c;
 }
 

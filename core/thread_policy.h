@@ -18,6 +18,16 @@
 // is kept); with other load, every thread we start has a core of its own, so no barrier waits
 // on a descheduled thread. B is measured just before the run from /proc/stat over a short
 // window, minus this process's own CPU time in that window.
+//
+// BLAS: Debian's LibTorch calls the system BLAS, OpenBLAS, for matrix products (linear layers,
+// attention, einsum). libopenblas0-pthread runs its own thread pool beside OpenMP's, and its
+// threads also spin after each call: with two OpenMP threads on two cores the two pools took
+// each other's cores, and a network with attention between its convolutions (the
+// denoising-diffusion-pytorch Unet at 128x128) ran 0.68 s per call against 0.24 s with
+// OpenBLAS on one thread, 0.36 s with everything on one thread (docs/benchmarks.md). So the
+// policy keeps OpenBLAS on one thread: its products run on the calling thread, inside OpenMP's
+// pool when ATen parallelises around them. openblas_set_num_threads takes effect at once; it is
+// looked up at run time, so another BLAS (no such symbol) is left alone.
 #pragma once
 
 #include <string>
@@ -45,6 +55,7 @@ struct ThreadChoice {
   double busy_other_cores = 0;  // measured; 0 when explicit or not measurable
   bool automatic = true;
   bool from_environment = false;  // the count came from OMP_NUM_THREADS (explicit, no measuring)
+  bool blas_single_threaded = false;  // OpenBLAS found and set to one thread
   // "2 threads (automatic: 2 cores, 0.0 busy)" / "1 thread (--threads 1)"-style text, without
   // the front end's option name: "1 thread (explicit)".
   std::string describe() const;
@@ -56,7 +67,11 @@ int available_cores();
 // Other processes' busy cores, sampled over window_ms (0 if /proc cannot be read).
 double measure_busy_other_cores(int window_ms = 100);
 
-// Decides (measuring the load when requested == 0) and applies it with at::set_num_threads.
+// Sets OpenBLAS, when it is the BLAS LibTorch loaded, to one thread; false when there is none.
+bool keep_blas_on_one_thread();
+
+// Decides (measuring the load when requested == 0) and applies it with at::set_num_threads
+// and keep_blas_on_one_thread.
 // requested == 0 with OMP_NUM_THREADS set to N > 0 in the environment uses N, unmeasured
 // (the tests pin 1 this way).
 ThreadChoice apply_thread_policy(int requested);

@@ -87,13 +87,29 @@ std::int64_t exact_div(std::int64_t value, std::int64_t divisor, const std::stri
 
 // ---- forward helpers ----------------------------------------------------------------------
 
-// The package's RMSNorm: F.normalize over channels (L2 norm clamped at 1e-12), times g and
-// sqrt(C).
+// The package's RMSNorm is F.normalize over channels (L2 norm clamped at 1e-12), times g and
+// sqrt(C). Its pieces, so that callers can fold g, sqrt(C) and what follows into one small
+// per-channel factor and rewrite their own activations in place: a third of this network's time
+// went to whole-activation passes and allocations around its convolutions (docs/benchmarks.md).
+
+// 1 / max(|x|, 1e-12) over channels: [N, 1, H, W], small beside x.
+at::Tensor inverse_norm(const at::Tensor& x) {  // x: [N, C, H, W]
+  return at::linalg_vector_norm(x, 2, at::IntArrayRef{1}, /*keepdim=*/true)
+      .clamp_min_(1e-12)
+      .reciprocal_();
+}
+
+// g sqrt(C): [1, C, 1, 1].
+at::Tensor norm_gain(const at::Tensor& g) { return g * std::sqrt(static_cast<double>(g.size(1))); }
+
+// RMSNorm of x, rewriting x (which the caller owns and no longer needs).
+at::Tensor rms_norm_(at::Tensor x, const at::Tensor& g) {  // [N, C, H, W]
+  return x.mul_(inverse_norm(x)).mul_(norm_gain(g));
+}
+
+// RMSNorm of x into a new tensor (x is still needed).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& g) {  // [N, C, H, W]
-  const double scale = std::sqrt(static_cast<double>(x.size(1)));
-  at::Tensor denom = at::linalg_vector_norm(x, 2, at::IntArrayRef{1}, /*keepdim=*/true)
-                         .clamp_min(1e-12);  // [N, 1, H, W]
-  return x / denom * g * scale;
+  return at::mul(x, inverse_norm(x)).mul_(norm_gain(g));
 }
 
 }  // namespace
@@ -400,18 +416,19 @@ at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
 
 at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, core::Padding pad_mode,
                                 const at::Tensor& time_emb) const {
-  // (scale, shift) from the time embedding modulate the first block after its norm.
+  // (scale, shift) from the time embedding modulate the first block after its norm:
+  // silu(norm(h) (scale + 1) + shift), with the norm's gain folded into the factor.
   at::Tensor ss = at::linear(at::silu(time_emb), b.mlp_weight, b.mlp_bias);  // [N, 2 C]
   ss = ss.reshape({ss.size(0), ss.size(1), 1, 1});                           // [N, 2 C, 1, 1]
   auto chunks = ss.chunk(2, 1);
-  at::Tensor h = rms_norm(conv(conv_routes_, pad_mode, x, b.proj1.weight, b.proj1.bias, 1),
-                          b.norm1_g);  // [N, C, H, W]
-  h = at::silu(h * (chunks[0] + 1) + chunks[1]);
-  h = at::silu(
-      rms_norm(conv(conv_routes_, pad_mode, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g));
-  at::Tensor skip =
-      b.res_conv ? conv(conv_routes_, pad_mode, x, b.res_conv->weight, b.res_conv->bias, 0) : x;
-  return h + skip;
+  const at::Tensor factor = norm_gain(b.norm1_g) * (chunks[0] + 1);                 // [N, C, 1, 1]
+  at::Tensor h = conv(conv_routes_, pad_mode, x, b.proj1.weight, b.proj1.bias, 1);  // [N, C, H, W]
+  h.mul_(inverse_norm(h));
+  at::silu_(at::addcmul_out(h, chunks[1], h, factor));
+  h = rms_norm_(conv(conv_routes_, pad_mode, h, b.proj2.weight, b.proj2.bias, 1), b.norm2_g);
+  at::silu_(h);
+  if (!b.res_conv) return h.add_(x);
+  return h.add_(conv(conv_routes_, pad_mode, x, b.res_conv->weight, b.res_conv->bias, 0));
 }
 
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
@@ -441,13 +458,13 @@ at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x)
   k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k},
               -1);  // [N, heads, d, M + HW]
   v = at::cat({a.mem_kv[1].unsqueeze(0).expand({n, heads, d, -1}), v}, -1);
-  q = q.softmax(-2) * std::pow(static_cast<double>(d), -0.5);
+  q = q.softmax(-2).mul_(std::pow(static_cast<double>(d), -0.5));
   k = k.softmax(-1);
   at::Tensor context = at::einsum("bhdn,bhen->bhde", {k, v});  // [N, heads, d, d]
   out = at::einsum("bhde,bhdn->bhen", {context, q});           // [N, heads, d, HW]
   out = out.reshape({n, heads * d, h, w});
-  return rms_norm(conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0),
-                  a.out_norm_g);
+  return rms_norm_(conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0),
+                   a.out_norm_g);
 }
 
 at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
@@ -491,7 +508,7 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     x = run_resnet(s.block1, x, pad_mode, temb);
     skips.push_back(x);
     x = run_resnet(s.block2, x, pad_mode, temb);
-    x = run_attention(s.attn, x) + x;
+    x = run_attention(s.attn, x).add_(x);
     skips.push_back(x);
     // Downsample: 'b c (h 2) (w 2) -> b (c 2 2) h w' is pixel_unshuffle, then a 1x1 conv.
     if (s.rescale) x = at::pixel_unshuffle(x, 2);
@@ -499,7 +516,7 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
   }
 
   x = run_resnet(mid_block1_, x, pad_mode, temb);  // [N, mid, H / f, W / f]
-  x = run_attention(mid_attn_, x) + x;
+  x = run_attention(mid_attn_, x).add_(x);
   x = run_resnet(mid_block2_, x, pad_mode, temb);
 
   for (const Stage& s : ups_) {
@@ -509,7 +526,7 @@ at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
     x = at::cat({x, skips.back()}, 1);
     skips.pop_back();
     x = run_resnet(s.block2, x, pad_mode, temb);
-    x = run_attention(s.attn, x) + x;
+    x = run_attention(s.attn, x).add_(x);
     if (s.rescale) {
       x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}, 2.0, 2.0);  // [N, C, 2H, 2W]
     }

@@ -1,6 +1,10 @@
 // The thread policy's pure parts: the decision (cores, busy cores, request -> threads) and the
-// /proc parsers. No timings here: the speed figures are in docs/benchmarks.md.
+// /proc parsers, and OpenBLAS kept on one thread. No timings here: the speed figures are in
+// docs/benchmarks.md.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
 
 #include "core/thread_policy.h"
 
@@ -61,6 +65,21 @@ TEST(ThreadPolicy, ChoiceSaysHowManyThreads) {
   c.automatic = false;
   c.threads = 2;
   EXPECT_EQ(c.describe(), "2 threads (explicit)");
+}
+
+// OpenBLAS's own pool beside OpenMP's collapsed runs with attention (core/thread_policy.h).
+TEST(ThreadPolicy, OpenBlasIsKeptOnOneThread) {
+  using SetThreads = void (*)(int);
+  using GetThreads = int (*)();
+  const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  const auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (!set || !get) GTEST_SKIP() << "LibTorch's BLAS here is not OpenBLAS";
+  set(2);
+  ASSERT_EQ(get(), 2) << "cannot observe OpenBLAS's thread count";
+  const gd::core::ThreadChoice c = gd::core::apply_thread_policy(2);
+  EXPECT_TRUE(c.blas_single_threaded);
+  EXPECT_EQ(get(), 1);
+  EXPECT_EQ(at::get_num_threads(), 2);
 }
 
 TEST(ThreadPolicy, MeasurementIsANonNegativeNumber) {

@@ -15,6 +15,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/thread_policy.h"
 #include "models/class_names.h"
 #include "models/diffusers_writer.h"
 #include "training/checkpoint_io.h"
@@ -236,6 +237,7 @@ void train(TrainSettings s, const TrainLog& log_to) {
   const TrainLog log = log_to ? log_to : [](const std::string&) {};
   check_run_folder(s.out, s.resume);
   if (s.threads > 0) at::set_num_threads(s.threads);
+  core::keep_blas_on_one_thread();  // OpenBLAS's pool beside OpenMP's (core/thread_policy.h)
 
   const Dataset data = load_dataset(s.data, s.size, s.tile);
   if (s.classes) s.unet.num_class_embeds = static_cast<std::int64_t>(data.images.size());
