@@ -6,8 +6,9 @@ Each run is a fresh process. Four sides: ours is `gimp-diffusion-cli generate` a
 fp32 (the reference's arithmetic) and at --precision auto (as shipped: bf16 on CPUs with native
 bf16, docs/numerics.md); the reference is tools/benchmark/reference_loops.py (diffusers' loop, or
 denoising-diffusion-pytorch's GaussianDiffusion.sample) at its defaults and at its best settings
-(channels-last weights, inference_mode, the malloc tuning of core/memory_policy.h, and the thread
-count that ran fastest for it on a short calibration run of the row). The four alternate, the
+(channels-last weights, inference_mode, the malloc tuning of core/memory_policy.h, OpenBLAS on one
+thread as core/thread_policy.h keeps ours, and the thread count that ran fastest for it on a short
+calibration run of the row). The four alternate, the
 order rotating every repetition, so that machine load hits all of them alike.
 
 Rows (--rows, comma-separated):
@@ -183,6 +184,15 @@ def ours_threads(err):
     return int(m.group(1)) if m else 0
 
 
+def reference_env(settings):
+    """At its best the reference gets our BLAS setting too: OpenBLAS on one thread (read when
+    the library loads, so set in the environment; core/thread_policy.h says why)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(site_dirs()))
+    if settings == "best":
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
 class Runner:
     def __init__(self, threads):
         self.threads = threads  # 0: ours automatic, the reference best its fastest count
@@ -200,7 +210,7 @@ class Runner:
         images more threads can be several times slower (docs/benchmarks.md, thread policy)."""
         if self.threads:
             return
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(site_dirs()))
+        env = reference_env("best")
         out = os.path.join(WORK, "calibrate.safetensors")
         steps = max(3, row["steps"] // 5)
         per_step = {}
@@ -225,7 +235,7 @@ class Runner:
         else:
             settings = "best" if side == "reference best" else "default"
             cmd = self.reference_cmd(row, settings, self.best_threads, out)
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(site_dirs()))
+            env = reference_env(settings)
         load = os.getloadavg()[0]
         wall, rss, stdout, err = timed(cmd, env)
         if side.startswith("ours"):
