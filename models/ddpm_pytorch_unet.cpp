@@ -4,6 +4,7 @@
 #include "models/circular_pad.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <set>
@@ -391,6 +392,42 @@ at::Tensor conv(const ConvRoutes& routes, core::Padding mode, const at::Tensor& 
   return conv2d(routes, x, weight, bias, /*stride=*/1, padding);
 }
 
+// The package's linear attention: queries softmaxed over the features of a head (times
+// dim_head^-0.5), keys over the positions and the num_mem_kv learned slots, context = k v^T per
+// head, out = context^T q. Computed on the rows the channels-last convolution wrote (position
+// by position, features contiguous) instead of in the package's [N, heads, d, HW] layout: every
+// product reads its operands in place with BLAS strides and writes straight into a
+// channels-last output. The package's layout cost three full copies, a strided softmax and a
+// slow transposed product: at 128x128 this block took 40% of the network's time.
+// qkv: [N, 3 heads d, H, W]; mem_kv: [2, heads, d, M]. Returns [N, heads d, H, W].
+at::Tensor linear_attention(const at::Tensor& qkv, const at::Tensor& mem_kv, std::int64_t heads,
+                            std::int64_t d) {
+  const std::int64_t n = qkv.size(0), h = qkv.size(2), w = qkv.size(3), hidden = heads * d;
+  const std::int64_t positions = h * w, slots = mem_kv.size(3);
+  const at::Tensor rows =
+      qkv.permute({0, 2, 3, 1}).reshape({n, positions, 3, hidden});  // [N, P, 3, hidden]
+  const at::Tensor mem = mem_kv.permute({0, 3, 1, 2}).reshape({2, 1, slots, hidden});
+  // Keys and values with the slots first, as the package concatenates them: [N, M + P, hidden].
+  const at::Tensor k =
+      at::cat({mem[0].expand({n, slots, hidden}), rows.select(2, 1)}, 1).softmax(1);
+  const at::Tensor v = at::cat({mem[1].expand({n, slots, hidden}), rows.select(2, 2)}, 1);
+  const at::Tensor q = rows.select(2, 0)
+                           .reshape({n, positions, heads, d})
+                           .softmax(-1)
+                           .mul_(std::pow(static_cast<double>(d), -0.5));  // [N, P, heads, d]
+  at::Tensor out = at::empty({n, positions, hidden}, q.options());         // [N, P, hidden]
+  at::parallel_for(0, n * heads, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const std::int64_t b = i / heads, offset = (i % heads) * d;
+      const at::Tensor context =
+          at::mm(k[b].narrow(1, offset, d).t(), v[b].narrow(1, offset, d));  // [d, d]
+      at::Tensor out_rows = out[b].narrow(1, offset, d);                     // [P, d]
+      at::mm_out(out_rows, q[b].select(1, i % heads), context);
+    }
+  });
+  return out.view({n, h, w, hidden}).permute({0, 3, 1, 2});  // channels-last strides
+}
+
 }  // namespace
 
 at::Tensor DdpmUnet::time_embedding(const at::Tensor& t) const {
@@ -434,37 +471,31 @@ at::Tensor DdpmUnet::run_resnet(const ResnetBlock& b, const at::Tensor& x, core:
 at::Tensor DdpmUnet::run_attention(const AttentionBlock& a, const at::Tensor& x) const {
   const std::int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   const std::int64_t heads = a.heads, d = a.dim_head;
-  at::Tensor qkv = conv(conv_routes_, core::Padding::Zeros, rms_norm(x, a.norm_g), a.to_qkv, {},
-                        0);  // [N, 3 heads d, H, W]
-  auto parts = qkv.chunk(3, 1);
-  // Channels split as (heads, d), heads outermost.
-  at::Tensor q = parts[0].reshape({n, heads, d, h * w});  // [N, heads, d, HW]
-  at::Tensor k = parts[1].reshape({n, heads, d, h * w});
-  at::Tensor v = parts[2].reshape({n, heads, d, h * w});
-  at::Tensor out;  // [N, heads d, H, W]
-  if (a.full) {
-    // Softmax attention over HW positions plus num_mem_kv learned key/value slots.
-    q = q.transpose(-1, -2);  // [N, heads, HW, d]
-    k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, -1, d}), k.transpose(-1, -2)}, -2);
-    v = at::cat({a.mem_kv[1].unsqueeze(0).expand({n, heads, -1, d}), v.transpose(-1, -2)}, -2);
-    const double scale = std::pow(static_cast<double>(d), -0.5);
-    at::Tensor sim = at::einsum("bhid,bhjd->bhij", {q, k}) * scale;  // [N, heads, HW, M + HW]
-    at::Tensor attn = sim.softmax(-1);
-    out = at::einsum("bhij,bhjd->bhid", {attn, v});  // [N, heads, HW, d]
-    out = out.permute({0, 1, 3, 2}).reshape({n, heads * d, h, w});
-    return conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0);
+  const at::Tensor qkv = conv(conv_routes_, core::Padding::Zeros, rms_norm(x, a.norm_g), a.to_qkv,
+                              {}, 0);  // [N, 3 heads d, H, W]
+  if (!a.full) {
+    at::Tensor out = linear_attention(qkv, a.mem_kv, heads, d);  // [N, heads d, H, W]
+    return rms_norm_(
+        conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0),
+        a.out_norm_g);
   }
-  // Linear attention: queries softmaxed over the feature axis, keys over positions.
-  k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, d, -1}), k},
-              -1);  // [N, heads, d, M + HW]
-  v = at::cat({a.mem_kv[1].unsqueeze(0).expand({n, heads, d, -1}), v}, -1);
-  q = q.softmax(-2).mul_(std::pow(static_cast<double>(d), -0.5));
-  k = k.softmax(-1);
-  at::Tensor context = at::einsum("bhdn,bhen->bhde", {k, v});  // [N, heads, d, d]
-  out = at::einsum("bhde,bhdn->bhen", {context, q});           // [N, heads, d, HW]
-  out = out.reshape({n, heads * d, h, w});
-  return rms_norm_(conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0),
-                   a.out_norm_g);
+  // Softmax attention over HW positions plus num_mem_kv learned key/value slots (the lowest
+  // resolution only, so the package's layout is kept). Channels split as (heads, d), heads
+  // outermost.
+  auto parts = qkv.chunk(3, 1);
+  const at::Tensor q = parts[0].reshape({n, heads, d, h * w}).transpose(-1, -2);  // [N,heads,HW,d]
+  const at::Tensor k = at::cat({a.mem_kv[0].unsqueeze(0).expand({n, heads, -1, d}),
+                                parts[1].reshape({n, heads, d, h * w}).transpose(-1, -2)},
+                               -2);  // [N, heads, M + HW, d]
+  const at::Tensor v = at::cat({a.mem_kv[1].unsqueeze(0).expand({n, heads, -1, d}),
+                                parts[2].reshape({n, heads, d, h * w}).transpose(-1, -2)},
+                               -2);
+  const double scale = std::pow(static_cast<double>(d), -0.5);
+  const at::Tensor attn =
+      (at::einsum("bhid,bhjd->bhij", {q, k}) * scale).softmax(-1);  // [N, heads, HW, M + HW]
+  at::Tensor out = at::einsum("bhij,bhjd->bhid", {attn, v});        // [N, heads, HW, d]
+  out = out.permute({0, 1, 3, 2}).reshape({n, heads * d, h, w});
+  return conv(conv_routes_, core::Padding::Zeros, out, a.to_out.weight, a.to_out.bias, 0);
 }
 
 at::Tensor DdpmUnet::forward(const at::Tensor& x_in, const at::Tensor& t,
