@@ -144,6 +144,9 @@ class Model {
   // disagreement turns oneDNN off for the process, and the text says so.
   std::string kernel_check() const;
   int rerouted_convolutions() const;  // layers the check moved to LibTorch's own kernel
+  // "network memory measured in 4.1 s" or "network memory known from the cache" (the fit the
+  // tile plans use, core/memory_estimate.h; the cache: models/load_cache.h).
+  std::string memory_probe() const;
   int num_classes() const;
   // "3 (bricks)", or "3" for a model without class names.
   std::string describe_class(std::int64_t k) const;
