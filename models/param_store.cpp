@@ -55,8 +55,9 @@ namespace {
 // One converting copy straight from the mapping (no intermediate clone). The parameter does not
 // keep the checkpoint's pages, though it could where dtype and layout match: a file truncated in
 // place (`cp` over it) while the model lives would then kill the process with SIGBUS on the next
-// read of those pages, and a loaded model must never crash on what happens to its file. The copy
-// runs at memory speed. Every handle from add() sees the weights, since copy_ acts on the
+// read of those pages, and a loaded model must never crash on what happens to its file. The
+// bytes copy at memory speed; the time goes to page faults on the fresh parameter pages (about
+// 10 us per 4 KiB page on our test VM: 0.3 s for 143 MB on one thread). Every handle from add() sees the weights, since copy_ acts on the
 // tensor the handles share.
 void fill(at::Tensor& param, const RawTensor& raw) {
   c10::NoGradGuard no_grad;

@@ -28,8 +28,9 @@ class ParamStore {
   // weights load() puts in place are seen by whoever holds the handle.
   at::Tensor add(const std::string& name, const std::vector<std::int64_t>& shape);
 
-  // Fills every parameter from tensors[prefix + name] with one converting copy each (never
-  // sharing the checkpoint's bytes: param_store.cpp says why), large ones in parallel. Throws gd::Error
+  // Fills every parameter from tensors[prefix + name] with one converting copy each, straight
+  // into its final layout (never sharing the checkpoint's bytes: param_store.cpp says why), spread
+  // over the intra-op threads. Everything is validated before anything is filled. Throws gd::Error
   // naming the first missing tensor, the first unexpected one (any key under `prefix` that is
   // not a parameter, unless listed in `ignored_suffixes`) or the first shape mismatch.
   void load(const TensorMap& tensors, const std::string& prefix, const std::string& source,
