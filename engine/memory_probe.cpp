@@ -64,7 +64,8 @@ std::string memory_key(Model::Impl& impl, const std::string& engine) {
          " classes=" + std::to_string(m.num_classes) +
          " attention=" + std::to_string(impl.loaded.info.attention ? 1 : 0) +
          " native=" + std::to_string(m.native_height) + "x" + std::to_string(m.native_width) +
-         " architecture=" + architecture_hash(impl) + " engine=" + models::hex64(models::fnv1a(engine));
+         " architecture=" + architecture_hash(impl) +
+         " engine=" + models::hex64(models::fnv1a(engine));
 }
 
 // Shortest round-trip text of the three doubles (std::to_chars: exact and locale-free).
@@ -98,8 +99,8 @@ void probe_network_memory(Model::Impl& impl) {
   const auto start = std::chrono::steady_clock::now();
   const core::PipelineModel& m = impl.pipeline;
   const std::string engine = engine_identity();
-  models::LoadCache cache = models::LoadCache::open(
-      "memory", engine.empty() ? "" : models::stack_key(m.device.str()));
+  models::LoadCache cache =
+      models::LoadCache::open("memory", engine.empty() ? "" : models::stack_key(m.device.str()));
   const std::string key = cache.enabled() ? memory_key(impl, engine) : "";
   const std::optional<std::string> stored = cache.enabled() ? cache.find(key) : std::nullopt;
   const std::optional<core::NetworkMemory> known = stored ? parse_fit(*stored) : std::nullopt;
@@ -107,10 +108,10 @@ void probe_network_memory(Model::Impl& impl) {
   if (known) {
     impl.network_memory = *known;
   } else {
-    impl.network_memory = core::measure_network_memory(
-        m.network, at::TensorOptions().device(m.device).dtype(m.dtype), m.channels,
-        m.downsampling_factor, m.num_classes, impl.loaded.info.attention, m.native_height,
-        m.native_width);
+    impl.network_memory =
+        core::measure_network_memory(m.network, at::TensorOptions().device(m.device).dtype(m.dtype),
+                                     m.channels, m.downsampling_factor, m.num_classes,
+                                     impl.loaded.info.attention, m.native_height, m.native_width);
     const core::NetworkMemory& fit = impl.network_memory;
     if (fit.fixed > 0 || fit.per_pixel > 0 || fit.per_pixel_squared > 0) {  // zeros: not measured
       cache.put(key, format_fit(fit));

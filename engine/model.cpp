@@ -92,12 +92,12 @@ std::string Model::kernel_check() const {
   if (!r.ran) return "";
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%.2f", r.seconds);
-  std::string text = std::to_string(r.configurations) + " convolution configurations checked in " +
-                     seconds + " s";
+  std::string text =
+      std::to_string(r.configurations) + " convolution configurations checked in " + seconds + " s";
   // A second start reads the verdicts from the disk cache (models/load_cache.h).
   if (r.from_disk > 0) text += " (" + std::to_string(r.from_disk) + " known from the cache)";
-  text += ", " + std::to_string(r.rerouted) + " of " +
-                     std::to_string(r.layers) + " layers rerouted to LibTorch's own kernel";
+  text += ", " + std::to_string(r.rerouted) + " of " + std::to_string(r.layers) +
+          " layers rerouted to LibTorch's own kernel";
   if (r.onednn_disabled) {
     text +=
         " (a TorchScript module's layers cannot be rerouted one by one: oneDNN is off for "

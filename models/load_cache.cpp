@@ -52,8 +52,8 @@ std::string cpu_description() {
   std::ifstream in("/proc/cpuinfo");
   std::string line, text;
   while (std::getline(in, line) && !line.empty()) {
-    for (const char* key : {"vendor_id", "model name", "flags", "CPU implementer", "CPU part",
-                            "Features"}) {
+    for (const char* key :
+         {"vendor_id", "model name", "flags", "CPU implementer", "CPU part", "Features"}) {
       if (line.rfind(key, 0) == 0) text += line + "\n";
     }
   }

@@ -29,7 +29,8 @@ at::Tensor zero_tensor(const std::vector<std::int64_t>& shape, const c10::Tensor
     return at::zeros(shape, options.memory_format(format));
   }
   void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (data == MAP_FAILED) return at::zeros(shape, options.memory_format(format));  // LibTorch reports
+  if (data == MAP_FAILED)
+    return at::zeros(shape, options.memory_format(format));  // LibTorch reports
   auto unmap = [bytes](void* p) { munmap(p, bytes); };
   if (!channels_last) return at::from_blob(data, shape, unmap, options);
   return at::from_blob(data, shape, c10::get_channels_last_strides_2d(shape), unmap, options);
@@ -57,8 +58,8 @@ namespace {
 // place (`cp` over it) while the model lives would then kill the process with SIGBUS on the next
 // read of those pages, and a loaded model must never crash on what happens to its file. The
 // bytes copy at memory speed; the time goes to page faults on the fresh parameter pages (about
-// 10 us per 4 KiB page on our test VM: 0.3 s for 143 MB on one thread). Every handle from add() sees the weights, since copy_ acts on the
-// tensor the handles share.
+// 10 us per 4 KiB page on our test VM: 0.3 s for 143 MB on one thread). Every handle from add()
+// sees the weights, since copy_ acts on the tensor the handles share.
 void fill(at::Tensor& param, const RawTensor& raw) {
   c10::NoGradGuard no_grad;
   param.copy_(borrow_tensor(raw));

@@ -91,10 +91,10 @@ TEST(LoadCache, DamagedOrForeignFilesAreIgnoredAndRewritten) {
   const fs::path file = only_file(folder, "test");
   const std::string whole = read_text(file);
   const std::string damaged[] = {
-      whole.substr(0, whole.size() - 4),                   // truncated: no end line
-      whole.substr(0, whole.find("k2")) + "end 2\n",       // end line counting too many
-      "garbage\n\x01\x02\xff",                             // not ours at all
-      std::string(LoadCache::kMaxFileBytes + 1, 'x'),      // too large to be ours
+      whole.substr(0, whole.size() - 4),               // truncated: no end line
+      whole.substr(0, whole.find("k2")) + "end 2\n",   // end line counting too many
+      "garbage\n\x01\x02\xff",                         // not ours at all
+      std::string(LoadCache::kMaxFileBytes + 1, 'x'),  // too large to be ours
       "gimp-diffusion load cache 1 test 00000000000000bb\nk1\tv1\nend 1\n",  // another stack's
       whole.substr(0, whole.find("k2")) + "no tab here\nend 2\n",
   };

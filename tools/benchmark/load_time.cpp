@@ -225,8 +225,9 @@ int main(int argc, char** argv) {
     print_row("process start to exit (LibTorch)", start_up);
     for (const std::string& kind : kinds) {
       std::map<std::string, std::vector<double>>& f = figures[kind];
-      std::printf("-- %s cache (%s)\n", kind.c_str(),
-                  kind == "cold" ? "a fresh empty folder per process" : "filled by an earlier start");
+      std::printf(
+          "-- %s cache (%s)\n", kind.c_str(),
+          kind == "cold" ? "a fresh empty folder per process" : "filled by an earlier start");
       print_row("first tensor op", f["first_op"]);
       print_row("first convolution", f["first_conv"]);
       print_row("header only (the dialog's model line)", f["header"]);
