@@ -139,11 +139,15 @@ class Model {
   std::string device() const;     // "cpu", "cuda:0"
   std::string precision() const;  // the network's dtype as loaded: "fp32", "bf16" or "fp16"
   std::string default_sampler() const;
-  // "18 convolution configurations checked in 0.4 s, 0 of 22 layers rerouted", or "" when the
+  // "18 convolution configurations checked in 0.4 s, 0 of 22 layers rerouted" (with "(18 known
+  // from the cache)" after the time when a disk cache held verdicts), or "" when the
   // check was skipped (Request::kernel_check, GD_NO_KERNEL_CHECK). For a TorchScript module a
   // disagreement turns oneDNN off for the process, and the text says so.
   std::string kernel_check() const;
   int rerouted_convolutions() const;  // layers the check moved to LibTorch's own kernel
+  // "network memory measured in 4.1 s" or "network memory known from the cache" (the fit the
+  // tile plans use, core/memory_estimate.h; the cache: models/load_cache.h).
+  std::string memory_probe() const;
   int num_classes() const;
   // "3 (bricks)", or "3" for a model without class names.
   std::string describe_class(std::int64_t k) const;

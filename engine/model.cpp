@@ -92,15 +92,25 @@ std::string Model::kernel_check() const {
   if (!r.ran) return "";
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%.2f", r.seconds);
-  std::string text = std::to_string(r.configurations) + " convolution configurations checked in " +
-                     seconds + " s, " + std::to_string(r.rerouted) + " of " +
-                     std::to_string(r.layers) + " layers rerouted to LibTorch's own kernel";
+  std::string text =
+      std::to_string(r.configurations) + " convolution configurations checked in " + seconds + " s";
+  // A second start reads the verdicts from the disk cache (models/load_cache.h).
+  if (r.from_disk > 0) text += " (" + std::to_string(r.from_disk) + " known from the cache)";
+  text += ", " + std::to_string(r.rerouted) + " of " + std::to_string(r.layers) +
+          " layers rerouted to LibTorch's own kernel";
   if (r.onednn_disabled) {
     text +=
         " (a TorchScript module's layers cannot be rerouted one by one: oneDNN is off for "
         "this process)";
   }
   return text;
+}
+
+std::string Model::memory_probe() const {
+  if (impl_->probe_from_cache) return "network memory known from the cache";
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%.2f", impl_->probe_seconds);
+  return std::string("network memory measured in ") + seconds + " s";
 }
 
 int Model::rerouted_convolutions() const { return impl_->loaded.kernel_check.rerouted; }
@@ -125,14 +135,7 @@ Model load_model(const Request& request) {
   }
   impl->loaded = models::load_model(path, impl->load);
   impl->pipeline = models::pipeline_model(impl->loaded, impl->load);
-  const core::PipelineModel& m = impl->pipeline;
-  const auto probe_start = std::chrono::steady_clock::now();
-  impl->network_memory =
-      core::measure_network_memory(m.network, at::TensorOptions().device(m.device).dtype(m.dtype),
-                                   m.channels, m.downsampling_factor, m.num_classes,
-                                   impl->loaded.info.attention, m.native_height, m.native_width);
-  impl->probe_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - probe_start).count();
+  probe_network_memory(*impl);
   return Model(std::move(impl));
 }
 

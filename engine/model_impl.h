@@ -14,7 +14,13 @@ struct Model::Impl {
   core::PipelineModel pipeline;  // borrows loaded.network (Impl lives on the heap, never moves)
   core::NetworkMemory network_memory;  // measured at load (core/memory_estimate.h)
   double probe_seconds = 0.0;          // what measuring it took (tools/benchmark/load_time.cpp)
+  bool probe_from_cache = false;       // read from the disk cache instead (models/load_cache.h)
 };
+
+// Sets network_memory, probe_seconds and probe_from_cache: the fit from the disk cache when this
+// stack measured this architecture with this engine before, else measured and stored
+// (memory_probe.cpp).
+void probe_network_memory(Model::Impl& impl);
 
 namespace engine_internal {
 

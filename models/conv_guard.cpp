@@ -9,9 +9,12 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
+
+#include "models/load_cache.h"
 
 namespace gd::models {
 
@@ -24,6 +27,14 @@ struct ConvConfig {
   bool channels_last;
   at::ScalarType dtype;
   std::string device;
+  // The configuration in full, as the disk cache keys it.
+  std::string describe() const {
+    return "conv out=" + std::to_string(out) + " in=" + std::to_string(in) +
+           " kernel=" + std::to_string(kernel) + " stride=" + std::to_string(stride) +
+           " padding=" + std::to_string(padding) +
+           (channels_last ? " channels-last " : " contiguous ") + c10::toString(dtype) + " " +
+           device;
+  }
   bool operator<(const ConvConfig& o) const {
     return std::tie(out, in, kernel, stride, padding, channels_last, dtype, device) <
            std::tie(o.out, o.in, o.kernel, o.stride, o.padding, o.channels_last, o.dtype, o.device);
@@ -80,6 +91,29 @@ bool outputs_agree(const at::Tensor& got, const at::Tensor& want, at::ScalarType
   return (g - r).abs().max().item<double>() <= tolerance * scale;
 }
 
+namespace {
+
+// The verdict on `c`: known in this process, else known from the disk cache, else checked now
+// (and remembered in both). Counts where it came from in `r`. Call with g_mutex held.
+bool verdict(const ConvConfig& c, std::optional<LoadCache>& disk, ConvCheckReport& r) {
+  if (const auto known = g_known.find(c); known != g_known.end()) return known->second;
+  if (!disk) disk = LoadCache::open("conv", stack_key(c.device));
+  bool right;
+  const std::optional<std::string> stored = disk->find(c.describe());
+  if (stored && (*stored == "agree" || *stored == "disagree")) {
+    right = *stored == "agree";
+    ++r.from_disk;
+  } else {
+    right = config_is_right(c);
+    disk->put(c.describe(), right ? "agree" : "disagree");
+    ++r.checked;
+  }
+  g_known.emplace(c, right);
+  return right;
+}
+
+}  // namespace
+
 ConvRoutes check_convolutions(const ParamStore& params, bool channels_last,
                               ConvCheckReport* report) {
   const auto start = std::chrono::steady_clock::now();
@@ -88,6 +122,7 @@ ConvRoutes check_convolutions(const ParamStore& params, bool channels_last,
   ConvCheckReport r;
   r.ran = true;
   std::set<ConvConfig> seen;
+  std::optional<LoadCache> disk;  // opened at the first configuration this process does not know
   std::lock_guard<std::mutex> lock(g_mutex);
   for (const auto& [name, w] : params.all()) {
     if (w.dim() != 4 || w.size(2) != w.size(3)) continue;  // convolution weights only
@@ -99,12 +134,7 @@ ConvRoutes check_convolutions(const ParamStore& params, bool channels_last,
         const ConvConfig c{w.size(0),       w.size(1),       k, stride, padding, channels_last,
                            w.scalar_type(), w.device().str()};
         if (seen.insert(c).second) ++r.configurations;
-        auto known = g_known.find(c);
-        if (known == g_known.end()) {
-          known = g_known.emplace(c, config_is_right(c)).first;
-          ++r.checked;
-        }
-        right = right && known->second;
+        right = verdict(c, disk, r) && right;
       }
     }
     if (!right) {
@@ -112,9 +142,15 @@ ConvRoutes check_convolutions(const ParamStore& params, bool channels_last,
       ++r.rerouted;
     }
   }
+  if (disk) disk->save();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (report) *report = r;
   return routes;
+}
+
+void forget_known_convolutions() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_known.clear();
 }
 
 at::Tensor conv2d(const ConvRoutes& routes, const at::Tensor& x, const at::Tensor& weight,

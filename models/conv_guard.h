@@ -6,8 +6,9 @@
 // stride, padding, layout, dtype, device) is run once on small random inputs, at sizes that take
 // each of LibTorch's routes, and compared with LibTorch's own kernel (_slow_conv2d_forward, im2col
 // and BLAS, never oneDNN). Layers whose configuration disagrees run on that kernel from then on;
-// the others keep the fast default. Results are cached for the process, so a second load costs
-// nothing, and the forward pass pays one hash look-up per convolution only when a layer was
+// the others keep the fast default. Verdicts are cached for the process, and on disk for this
+// software stack and CPU (models/load_cache.h), so a second load, or a second start, costs
+// almost nothing; the forward pass pays one hash look-up per convolution only when a layer was
 // rerouted.
 //
 //   ConvCheckReport report;
@@ -41,7 +42,8 @@ struct ConvCheckReport {
   bool ran = false;
   int layers = 0;          // convolution weights (4-D parameters)
   int configurations = 0;  // distinct configurations they make
-  int checked = 0;         // of those, checked now (the rest were known from an earlier load)
+  int checked = 0;         // of those, checked now
+  int from_disk = 0;       // known from the disk cache (the rest: from an earlier load)
   int rerouted = 0;        // layers that run on LibTorch's own kernel
   // TorchScript modules own their convolutions, which cannot be rerouted one by one: when any
   // of their configurations disagrees, oneDNN is turned off for the whole process instead.
@@ -54,6 +56,9 @@ struct ConvCheckReport {
 // activations in the layout the network runs in (channels_last: the loader's choice).
 ConvRoutes check_convolutions(const ParamStore& params, bool channels_last,
                               ConvCheckReport* report);
+
+// Forgets this process's verdicts, so that the next check reads the disk cache again (tests).
+void forget_known_convolutions();
 
 // at::conv2d, or LibTorch's own kernel for a rerouted weight (groups 1, no dilation).
 at::Tensor conv2d(const ConvRoutes& routes, const at::Tensor& x, const at::Tensor& weight,

@@ -27,6 +27,13 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// The parameters' dtype and device, and channels-last for the 4-D ones when asked: ParamStore
+// then creates them in that layout and the weights are copied once, straight into it.
+at::TensorOptions parameter_options(const LoadOptions& options) {
+  const at::TensorOptions base = at::TensorOptions().dtype(options.dtype).device(options.device);
+  return options.channels_last ? base.memory_format(at::MemoryFormat::ChannelsLast) : base;
+}
+
 // `start`: when reading the description began (its time counts as reading).
 LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOptions& options,
                            Clock::time_point start) {
@@ -46,10 +53,10 @@ LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOpt
   model.times.read = seconds_since(start);
 
   auto stage = Clock::now();
-  auto network = std::make_unique<DiffusersUNet>(
-      described.config, at::TensorOptions().dtype(options.dtype).device(options.device));
+  auto network = std::make_unique<DiffusersUNet>(described.config, parameter_options(options));
   model.times.build = seconds_since(stage);
   stage = Clock::now();
+  if (model.checkpoint) model.checkpoint->prefetch();
   network->params()->load(weights, "", file);
   model.times.fill = seconds_since(stage);
 
@@ -60,9 +67,8 @@ LoadedModel load_diffusers(model_header::DiffusersModel described, const LoadOpt
 }
 
 LoadedModel load_ddpm_pytorch(model_header::DdpmModel described, const LoadOptions& options) {
-  std::unique_ptr<DdpmUnet> network = make_ddpm_unet(
-      described.checkpoint, at::TensorOptions().dtype(options.dtype).device(options.device),
-      described.info.path);
+  std::unique_ptr<DdpmUnet> network =
+      make_ddpm_unet(described.checkpoint, parameter_options(options), described.info.path);
   LoadedModel model;
   model.schedule = std::move(described.schedule);
   model.info = std::move(described.info);

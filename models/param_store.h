@@ -19,22 +19,27 @@ namespace gd::models {
 
 class ParamStore {
  public:
-  explicit ParamStore(c10::TensorOptions options) : options_(options) {}
+  // options.memory_format(ChannelsLast) makes every 4-D parameter (convolution weights)
+  // channels-last from the start, so that load() writes them in their final layout in one copy;
+  // options() leaves the memory format out.
+  explicit ParamStore(c10::TensorOptions options);
 
   // Registers a zero-filled parameter and returns a handle that shares its storage, so the
   // weights load() puts in place are seen by whoever holds the handle.
   at::Tensor add(const std::string& name, const std::vector<std::int64_t>& shape);
 
-  // Fills every parameter from tensors[prefix + name]: CPU parameters of the checkpoint's dtype
-  // share its (mapped) bytes, the others get one converting copy. Throws gd::Error
+  // Fills every parameter from tensors[prefix + name] with one converting copy each, straight
+  // into its final layout (never sharing the checkpoint's bytes: param_store.cpp says why), spread
+  // over the intra-op threads. Everything is validated before anything is filled. Throws gd::Error
   // naming the first missing tensor, the first unexpected one (any key under `prefix` that is
   // not a parameter, unless listed in `ignored_suffixes`) or the first shape mismatch.
   void load(const TensorMap& tensors, const std::string& prefix, const std::string& source,
             const std::vector<std::string>& ignored_suffixes = {});
 
   // Re-lays every 4-D parameter (convolution weights) out channels-last, in place, so that
-  // every handle sees it. The CPU convolution kernels run 1.6x faster in float32 and 2-3x in
-  // bfloat16 that way (measured on a ddpm-cifar10-sized UNet, README).
+  // every handle sees it (nothing to do for those created channels-last). The CPU convolution
+  // kernels run 1.6x faster in float32 and 2-3x in bfloat16 that way (measured on a
+  // ddpm-cifar10-sized UNet, README).
   void to_channels_last();
 
   const std::vector<std::pair<std::string, at::Tensor>>& all() const { return params_; }
@@ -43,6 +48,7 @@ class ParamStore {
 
  private:
   c10::TensorOptions options_;
+  bool channels_last_ = false;  // 4-D parameters created channels-last
   std::vector<std::pair<std::string, at::Tensor>> params_;
 };
 

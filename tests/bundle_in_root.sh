@@ -14,6 +14,8 @@ mkdir -p "$out/unpacked" "$out/home" "$out/fakebin"
 export GIO_USE_VFS=local GSETTINGS_BACKEND=memory NO_AT_BRIDGE=1
 unset XDG_CONFIG_HOME GIMP3_DIRECTORY GIMP_DIFFUSION_MODEL
 home=$out/home
+# The plug-in's load cache (models/load_cache.h) beside the home, whose listings are compared.
+export GIMP_DIFFUSION_CACHE_DIR=$out/load-cache
 gimp=$(ls /usr/bin/gimp-console-3.* | head -n1)
 $gimp --version > "$out/gimp-version.txt" 2>&1
 

@@ -59,6 +59,29 @@ class Info(unittest.TestCase):
         self.assertIn("177,427", out)
         self.assertIn("16 x 16", out)
 
+    def test_second_start_reads_the_load_cache(self):
+        # models/load_cache.h: a fresh folder is filled by the first start and read by the second;
+        # "off" measures every time.
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "GIMP_DIFFUSION_CACHE_DIR": folder}
+            outs = []
+            for _ in range(2):
+                proc = subprocess.run([CLI, "info", "--model", DIFFUSERS], capture_output=True,
+                                      text=True, timeout=120, env=env)
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                outs.append(proc.stdout)
+            self.assertIn("memory probe:       network memory measured in", outs[0])
+            self.assertNotIn("known from the cache", outs[0])
+            self.assertIn("memory probe:       network memory known from the cache", outs[1])
+            if "kernel check:" in outs[1]:  # absent with GD_NO_KERNEL_CHECK
+                self.assertIn("known from the cache)", outs[1])
+            self.assertTrue(any(name.startswith("conv-") for name in os.listdir(folder)))
+            env["GIMP_DIFFUSION_CACHE_DIR"] = "off"
+            proc = subprocess.run([CLI, "info", "--model", DIFFUSERS], capture_output=True,
+                                  text=True, timeout=120, env=env)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertNotIn("known from the cache", proc.stdout)
+
     def test_diffusers_json(self):
         code, out, err = run("info", "--model", DIFFUSERS, "--json")
         self.assertEqual(code, 0, err)

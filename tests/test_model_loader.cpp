@@ -136,3 +136,32 @@ TEST(ModelInfo, DescribesInTextAndJson) {
   const std::string json = gd::models::describe_json(model.info);
   EXPECT_NE(json.find("\"parameter_count\": 177427"), std::string::npos) << json;
 }
+
+// Channels-last parameters are made in that layout and filled once (models/param_store.h): the
+// same values as the contiguous load, every 4-D weight channels-last, for both network families.
+TEST(LoadModel, ChannelsLastParametersHoldTheSameWeights) {
+  for (const char* path : {"diffusers-tiny/model", "lucidrains-tiny/model-1.pt"}) {
+    SCOPED_TRACE(path);
+    gd::models::LoadOptions contiguous;
+    contiguous.channels_last = false;
+    contiguous.kernel_check = false;
+    gd::models::LoadOptions last = contiguous;
+    last.channels_last = true;
+    const auto a = gd::models::load_model(data_path(path), contiguous);
+    const auto b = gd::models::load_model(data_path(path), last);
+    const auto& pa = a.network->params()->all();
+    const auto& pb = b.network->params()->all();
+    ASSERT_EQ(pa.size(), pb.size());
+    int four_d = 0;
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_EQ(pa[i].first, pb[i].first);
+      EXPECT_TRUE(at::equal(pa[i].second, pb[i].second)) << pa[i].first;
+      EXPECT_TRUE(pa[i].second.is_contiguous()) << pa[i].first;
+      if (pb[i].second.dim() == 4) {
+        ++four_d;
+        EXPECT_TRUE(pb[i].second.is_contiguous(at::MemoryFormat::ChannelsLast)) << pb[i].first;
+      }
+    }
+    EXPECT_GT(four_d, 0);
+  }
+}

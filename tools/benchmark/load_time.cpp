@@ -1,7 +1,7 @@
 // gimp-diffusion-load-benchmark: how long a model takes to be ready, and LibTorch's own start-up.
 //
 //   gimp-diffusion-load-benchmark --model PATH [--precision fp32|bf16] [--repeat N]
-//                                 [--no-kernel-check]
+//                                 [--no-kernel-check] [--cache cold|warm|both]
 //
 // Every measurement is a fresh process, as each CLI run and each plug-in call is: this program
 // starts itself again N times (the file stays in the page cache after the first). Reported, min
@@ -17,7 +17,10 @@
 //                header, mapping), build (layers and parameter tensors), fill (the weights),
 //                layout (channels-last), check (the kernel check, models/conv_guard.h), probe
 //                (the network memory probe, core/memory_estimate.h), and the total
-// and the loading process's peak RSS. A benchmark, not a test: it asserts nothing.
+// and the loading process's peak RSS. The kernel check's verdicts and the memory probe's fit come
+// from a disk cache on a second start (models/load_cache.h): "cold" processes each get a fresh
+// empty cache folder, "warm" ones share a folder one unmeasured process filled first; "both" (the
+// default) interleaves them and reports each. A benchmark, not a test: it asserts nothing.
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -28,6 +31,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -82,10 +87,12 @@ int measure_once(const gd::Request& request) {
   const gd::models::LoadTimes& t = model.impl().loaded.times;
   std::printf(
       "first_op=%.4f first_conv=%.4f header=%.4f read=%.4f build=%.4f fill=%.4f layout=%.4f "
-      "check=%.4f "
-      "probe=%.4f total=%.4f\n",
+      "check=%.4f probe=%.4f total=%.4f configurations=%d checked=%d from_disk=%d "
+      "probe_from_cache=%d\n",
       first_op, first_conv, header, t.read, t.build, t.fill, t.layout, t.check,
-      model.impl().probe_seconds, total);
+      model.impl().probe_seconds, total, model.impl().loaded.kernel_check.configurations,
+      model.impl().loaded.kernel_check.checked, model.impl().loaded.kernel_check.from_disk,
+      model.impl().probe_from_cache ? 1 : 0);
   return x.sum().item<float>() > 0 && y.numel() > 0 && info.in_channels > 0 ? 0 : 1;
 }
 
@@ -140,6 +147,19 @@ std::map<std::string, double> parse_pairs(const std::string& line) {
   return values;
 }
 
+// A fresh empty folder for one process's load cache.
+std::string fresh_cache_folder() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "gd-load-cache-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot make a cache folder");
+  return pattern;
+}
+
+// Runs `once` with GIMP_DIFFUSION_CACHE_DIR=folder.
+Child run_with_cache(const std::vector<std::string>& once, const std::string& folder) {
+  setenv("GIMP_DIFFUSION_CACHE_DIR", folder.c_str(), 1);
+  return run(once);
+}
+
 void print_row(const char* label, std::vector<double> v, const char* unit = "s") {
   std::sort(v.begin(), v.end());
   const double median =
@@ -159,7 +179,7 @@ int main(int argc, char** argv) {
     if (request.model_path.empty()) {
       std::fprintf(stderr,
                    "usage: gimp-diffusion-load-benchmark --model PATH [--precision fp32|bf16] "
-                   "[--repeat N] [--no-kernel-check]\n");
+                   "[--repeat N] [--no-kernel-check] [--cache cold|warm|both]\n");
       return 2;
     }
     if (flag(argc, argv, "once")) return measure_once(request);
@@ -174,31 +194,57 @@ int main(int argc, char** argv) {
                                      "--precision", request.precision};
     if (!request.kernel_check) once.push_back("--no-kernel-check");
 
-    std::map<std::string, std::vector<double>> figures;
-    std::vector<double> start_up, floor, rss;
+    const std::string cache = arg(argc, argv, "cache", "both");
+    if (cache != "cold" && cache != "warm" && cache != "both") {
+      throw std::runtime_error("--cache must be cold, warm or both, not '" + cache + "'");
+    }
+    std::vector<std::string> kinds;
+    if (cache != "warm") kinds.push_back("cold");
+    if (cache != "cold") kinds.push_back("warm");
+    const std::string warm_folder = fresh_cache_folder();
+    if (cache != "cold") run_with_cache(once, warm_folder);  // fills it, unmeasured
+
+    std::map<std::string, std::map<std::string, std::vector<double>>> figures;  // kind -> name
+    std::map<std::string, std::vector<double>> rss;
+    std::vector<double> start_up, floor;
     for (int i = 0; i < repeat; ++i) {  // interleaved, so that machine load hits all alike
       floor.push_back(run({"/bin/true"}).seconds);
       start_up.push_back(run({exe, "--exit-at-main"}).seconds);
-      const Child c = run(once);
-      for (const auto& [key, value] : parse_pairs(c.out)) figures[key].push_back(value);
-      rss.push_back(c.peak_rss_kib / 1024.0);
+      for (const std::string& kind : kinds) {
+        const std::string folder = kind == "cold" ? fresh_cache_folder() : warm_folder;
+        const Child c = run_with_cache(once, folder);
+        if (kind == "cold") std::filesystem::remove_all(folder);
+        for (const auto& [key, value] : parse_pairs(c.out)) figures[kind][key].push_back(value);
+        rss[kind].push_back(c.peak_rss_kib / 1024.0);
+      }
     }
+    std::filesystem::remove_all(warm_folder);
     std::printf("model: %s, %s, %d fresh processes each\n", request.model_path.c_str(),
                 request.precision.c_str(), repeat);
     print_row("process start to exit (/bin/true)", floor);
     print_row("process start to exit (LibTorch)", start_up);
-    print_row("first tensor op", figures["first_op"]);
-    print_row("first convolution", figures["first_conv"]);
-    print_row("header only (the dialog's model line)", figures["header"]);
-    const char* stages[][2] = {{"read", "load: read"},
-                               {"build", "load: build"},
-                               {"fill", "load: fill"},
-                               {"layout", "load: channels-last"},
-                               {"check", "load: kernel check"},
-                               {"probe", "load: memory probe"},
-                               {"total", "load: total (gd::load_model)"}};
-    for (const auto& [key, label] : stages) print_row(label, figures[key]);
-    print_row("peak RSS of the loading process", rss, "MiB");
+    for (const std::string& kind : kinds) {
+      std::map<std::string, std::vector<double>>& f = figures[kind];
+      std::printf(
+          "-- %s cache (%s)\n", kind.c_str(),
+          kind == "cold" ? "a fresh empty folder per process" : "filled by an earlier start");
+      print_row("first tensor op", f["first_op"]);
+      print_row("first convolution", f["first_conv"]);
+      print_row("header only (the dialog's model line)", f["header"]);
+      const char* stages[][2] = {{"read", "load: read"},
+                                 {"build", "load: build"},
+                                 {"fill", "load: fill"},
+                                 {"layout", "load: channels-last"},
+                                 {"check", "load: kernel check"},
+                                 {"probe", "load: memory probe"},
+                                 {"total", "load: total (gd::load_model)"}};
+      for (const auto& [key, label] : stages) print_row(label, f[key]);
+      std::printf("%-34s %.0f configurations, %.0f checked now, %.0f from the cache; probe %s\n",
+                  "kernel check (last process)", f["configurations"].back(), f["checked"].back(),
+                  f["from_disk"].back(),
+                  f["probe_from_cache"].back() > 0 ? "from the cache" : "measured");
+      print_row("peak RSS of the loading process", rss[kind], "MiB");
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gimp-diffusion-load-benchmark: error: %s\n", e.what());

@@ -31,6 +31,7 @@ int run_info(const std::vector<std::string>& argv) {
   if (!args.flag("json") && !model.kernel_check().empty()) {
     std::printf("kernel check:       %s\n", model.kernel_check().c_str());
   }
+  if (!args.flag("json")) std::printf("memory probe:       %s\n", model.memory_probe().c_str());
   return 0;
 }
 
