@@ -62,7 +62,8 @@ struct LoadedModel {
   ConvCheckReport kernel_check;  // ran == false when skipped (or a TorchScript network)
   LoadTimes times;
   // The mapped checkpoint, while load_model runs: its pages are released once the parameters
-  // are in place (the parameters that share its bytes keep it mapped). Empty afterwards.
+  // are in place (every parameter holds its own copy, so a file changed or truncated later
+  // cannot reach a loaded model). Empty afterwards.
   std::shared_ptr<const MappedFile> checkpoint;
 };
 
