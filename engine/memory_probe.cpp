@@ -1,9 +1,6 @@
 // The network memory probe at load (core/memory_estimate.h), through the disk cache
 // (models/load_cache.h): the fit depends on the architecture, the stack and our forward code, not
 // on the weights' values, so a second start reads it instead of running the network six times.
-#include <dlfcn.h>
-#include <sys/stat.h>
-
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -17,22 +14,10 @@ namespace gd {
 
 namespace {
 
-// "<size> <mtime>" of a file, "" when it cannot be read.
-std::string file_identity(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return "";
-  return std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec);
-}
-
 // The program or library this engine was linked into: a rebuild may change the forward passes,
 // and with them the memory they use.
 std::string engine_identity() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<const void*>(&engine_identity), &info) == 0 || !info.dli_fname) {
-    return "";
-  }
-  return info.dli_fname + std::string(" ") + file_identity(info.dli_fname);
+  return models::library_identity(reinterpret_cast<const void*>(&engine_identity));
 }
 
 // The architecture: every parameter's name and shape, or for a TorchScript module (which owns
@@ -47,10 +32,11 @@ std::string architecture_hash(Model::Impl& impl) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) {
       for (const auto& entry : fs::directory_iterator(path, ec)) {
-        text << entry.path().filename().string() << " " << file_identity(entry.path()) << ";";
+        text << entry.path().filename().string() << " "
+             << models::file_identity(entry.path().string()) << ";";
       }
     } else {
-      text << path << " " << file_identity(path);
+      text << path << " " << models::file_identity(path);
     }
   }
   return models::hex64(models::fnv1a(text.str()));
@@ -102,7 +88,7 @@ void probe_network_memory(Model::Impl& impl) {
   models::LoadCache cache =
       models::LoadCache::open("memory", engine.empty() ? "" : models::stack_key(m.device.str()));
   const std::string key = cache.enabled() ? memory_key(impl, engine) : "";
-  const std::optional<std::string> stored = cache.enabled() ? cache.find(key) : std::nullopt;
+  const std::optional<std::string> stored = cache.find(key);  // none when disabled
   const std::optional<core::NetworkMemory> known = stored ? parse_fit(*stored) : std::nullopt;
   impl.probe_from_cache = known.has_value();
   if (known) {

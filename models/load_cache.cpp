@@ -34,6 +34,20 @@ std::string hex64(std::uint64_t value) {
   return text;
 }
 
+std::string file_identity(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+
+// Our build root swaps in another oneDNN under the same version: the file's identity keys it.
+std::string library_identity(const void* address) {
+  Dl_info info{};
+  if (address == nullptr || dladdr(address, &info) == 0 || info.dli_fname == nullptr) return "";
+  return std::string(info.dli_fname) + " " + file_identity(info.dli_fname);
+}
+
 std::string load_cache_folder() {
   const char* given = std::getenv("GIMP_DIFFUSION_CACHE_DIR");
   if (given && *given) return std::string(given) == "off" ? "" : given;
@@ -58,17 +72,6 @@ std::string cpu_description() {
     }
   }
   return text;
-}
-
-// The file a symbol was loaded from, with its size and modification time: a library replaced
-// under the same version (our build root swaps in another oneDNN) changes the key.
-std::string library_identity(const void* address) {
-  Dl_info info{};
-  if (address == nullptr || dladdr(address, &info) == 0 || info.dli_fname == nullptr) return "";
-  struct stat st {};
-  if (stat(info.dli_fname, &st) != 0) return info.dli_fname;
-  return std::string(info.dli_fname) + " " + std::to_string(st.st_size) + " " +
-         std::to_string(st.st_mtim.tv_sec);
 }
 
 // The GPU's name (CUDA's driver API, present once LibTorch's CUDA library initialised it), or ""

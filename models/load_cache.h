@@ -30,6 +30,14 @@ std::string hex64(std::uint64_t value);  // 16 lower-case hex digits
 // The cache folder, or "" when disabled (read from the environment on every call).
 std::string load_cache_folder();
 
+// "<size> <mtime>" of a file, "" when it cannot be read: part of a key that must change when the
+// file is replaced.
+std::string file_identity(const std::string& path);
+
+// The file the code at `address` was loaded from (dladdr), with its file_identity: "" when
+// unknown. A library or program rebuilt or swapped under the same name changes it.
+std::string library_identity(const void* address);
+
 // Everything a verdict or a fit depends on besides the model: LibTorch's version and build
 // configuration (at::show_config(): oneDNN's version, the CPU capability), the CPU (model name
 // and flags from /proc/cpuinfo) and `device` ("cpu", "cuda:0", with the GPU's name where known).

@@ -23,14 +23,12 @@ at::Tensor zero_tensor(const std::vector<std::int64_t>& shape, const c10::Tensor
                        bool channels_last) {
   std::size_t bytes = options.dtype().itemsize();
   for (std::int64_t d : shape) bytes *= static_cast<std::size_t>(d);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::TensorOptions zeros_options = options.memory_format(
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   constexpr std::size_t kOwnMappingFrom = 64 * 1024;
-  if (!options.device().is_cpu() || bytes < kOwnMappingFrom) {
-    return at::zeros(shape, options.memory_format(format));
-  }
+  if (!options.device().is_cpu() || bytes < kOwnMappingFrom) return at::zeros(shape, zeros_options);
   void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (data == MAP_FAILED)
-    return at::zeros(shape, options.memory_format(format));  // LibTorch reports
+  if (data == MAP_FAILED) return at::zeros(shape, zeros_options);  // LibTorch reports the failure
   auto unmap = [bytes](void* p) { munmap(p, bytes); };
   if (!channels_last) return at::from_blob(data, shape, unmap, options);
   return at::from_blob(data, shape, c10::get_channels_last_strides_2d(shape), unmap, options);
@@ -71,15 +69,15 @@ void fill(at::Tensor& param, const RawTensor& raw) {
 // parallel region each copy_ runs on its own thread.
 void fill_all(std::vector<std::pair<std::string, at::Tensor>>& params,
               const std::vector<const RawTensor*>& sources) {
-  const bool cpu = !params.empty() && params.front().second.device().is_cpu();
-  if (!cpu) {
-    for (std::size_t i = 0; i < params.size(); ++i) fill(params[i].second, *sources[i]);
-    return;
+  const auto fill_range = [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) fill(params[i].second, *sources[i]);
+  };
+  const auto count = static_cast<std::int64_t>(params.size());
+  if (count > 0 && params.front().second.device().is_cpu()) {
+    at::parallel_for(0, count, 1, fill_range);
+  } else {
+    fill_range(0, count);
   }
-  at::parallel_for(0, static_cast<std::int64_t>(params.size()), 1,
-                   [&](std::int64_t begin, std::int64_t end) {
-                     for (std::int64_t i = begin; i < end; ++i) fill(params[i].second, *sources[i]);
-                   });
 }
 
 }  // namespace

@@ -36,6 +36,14 @@ inline nlohmann::json reference_cases(const std::string& folder) {
   return j.is_array() ? j : j["checks"];
 }
 
+// The sampler settings every case gives.
+inline void read_run_options(const nlohmann::json& c, core::RunOptions& options) {
+  options.sampler = c["sampler"];
+  options.steps = c["steps"];
+  options.eta = c["eta"];
+  options.seed = c["seed"];
+}
+
 // Runs every "generate" case of a fixture folder's cases.json through generate(): each image
 // within `tolerance` of the reference. Returns the number of cases checked.
 inline int check_generate_cases(const std::string& folder, const std::string& model,
@@ -46,10 +54,7 @@ inline int check_generate_cases(const std::string& folder, const std::string& mo
     if (c["kind"] != "generate") continue;
     SCOPED_TRACE(c["file"].get<std::string>());
     core::GenerateOptions options;
-    options.sampler = c["sampler"];
-    options.steps = c["steps"];
-    options.eta = c["eta"];
-    options.seed = c["seed"];
+    read_run_options(c, options);
     options.batch = c["batch"];
     options.width = c["width"];
     options.height = c["height"];
@@ -75,10 +80,7 @@ inline int check_img2img_cases(const std::string& folder, const std::string& mod
     SCOPED_TRACE(c["file"].get<std::string>());
     const std::string file = folder + "/" + c["file"].get<std::string>();
     core::RunOptions options;
-    options.sampler = c["sampler"];
-    options.steps = c["steps"];
-    options.eta = c["eta"];
-    options.seed = c["seed"];
+    read_run_options(c, options);
     at::Tensor image =
         core::img2img(f.model, fixture_tensor(file, "input"), c["strength"], options);
     const double err = max_abs_diff(image, fixture_tensor(file, "image"));

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from png_files import encode_png  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from image_tensors import read_images  # noqa: E402
 
 SCRATCH = os.path.join(ROOT, "build", "tiling-bench")
 
@@ -80,17 +81,6 @@ def window_starts(err):
     return [int(v) for v in m.group(1).split()], [int(v) for v in m.group(2).split()]
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        info = header["image"]
-        start, end = info["data_offsets"]
-        f.seek(8 + n + start)
-        data = np.frombuffer(f.read(end - start), dtype=np.float32)
-    return data.reshape(info["shape"])
-
-
 def gib(b):
     return b / 2**30
 
@@ -119,7 +109,7 @@ def cmd_seams(a):
                                 "--tile-size", str(a.tile), "-o", out])
     windows, _ = plan_facts(err)
     rows, cols = window_starts(err)
-    image = read_safetensors(out)[0].astype(np.float64)  # [C, H, W]
+    image = read_images(out)[0].astype(np.float64)  # [C, H, W]
     size_line = re.search(r"windows of (\d+)x(\d+)", err)
     wx, wy = int(size_line.group(1)), int(size_line.group(2))
 

@@ -45,7 +45,6 @@ import json
 import os
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -64,6 +63,9 @@ CIFAR_SCHEDULER = {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 
                    "num_train_timesteps": 1000, "clip_sample": True, "variance_type": "fixed_large"}
 LUCIDRAINS_UNET = {"dim": 64, "dim_mults": [1, 2, 4, 8]}
 LUCIDRAINS_DIFFUSION = {"timesteps": 1000}  # the package's defaults otherwise (pred_v, sigmoid)
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from image_tensors import read_images  # noqa: E402
 
 SIDES = ("ours fp32", "ours auto", "reference best", "reference default")
 
@@ -165,15 +167,6 @@ def rows(names):
 
 # ---------------------------------------------------------------- runs
 
-def read_image(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        info = json.loads(f.read(n))["image"]
-        start, end = info["data_offsets"]
-        f.seek(8 + n + start)
-        return np.frombuffer(f.read(end - start), dtype="<f4").reshape(info["shape"])
-
-
 def ours_loop_seconds(err):
     runs = re.findall(r"(\d+)/(\d+), ([\d.]+) \w+s/s", err)
     return int(runs[-1][0]) / float(runs[-1][2]) if runs and float(runs[-1][2]) > 0 else float("nan")
@@ -269,7 +262,7 @@ def measure(row, repeats, runner):
             out = os.path.join(WORK, f"out-{side.replace(' ', '-')}.safetensors")
             r = runner.run(row, side, out)
             results[side].append(r)
-            images[side] = read_image(out)
+            images[side] = read_images(out)
             print(f"  {row['name']}: {side}: loop {r['loop']:.2f} s, wall {r['wall']:.2f} s, "
                   f"{r['rss'] / 2**20:.0f} MiB, {r['threads']} threads, load {r['load']:.1f}",
                   file=sys.stderr, flush=True)

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -52,6 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import texture_swd as swd_lib  # noqa: E402  (the same SWD as the model card's table)
+sys.path.insert(0, os.path.dirname(HERE))
+from image_tensors import read_images, write_images  # noqa: E402
 
 DEFAULT_CLI = os.path.join(REPO, "build", "tools", "cli", "gimp-diffusion-cli")
 HELDOUT = os.path.join(REPO, "tests", "data", "heldout-textures")
@@ -62,28 +63,6 @@ NOISE_SEEDS = (1, 2, 3)
 
 def fail(message):
     sys.exit(f"bf16_vs_fp32: error: {message}")
-
-
-# ---------------------------------------------------------------- safetensors (float32 images)
-
-def write_images(path, images):
-    """images: float32 [N, 3, H, W] -> a safetensors file with one tensor "image"."""
-    data = np.ascontiguousarray(images, dtype="<f4").tobytes()
-    header = json.dumps({"image": {"dtype": "F32", "shape": list(images.shape),
-                                   "data_offsets": [0, len(data)]}}).encode()
-    header += b" " * (-len(header) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header + data)
-
-
-def read_images(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        info = json.loads(f.read(n))["image"]
-        start, end = info["data_offsets"]
-        f.seek(8 + n + start)
-        data = np.frombuffer(f.read(end - start), dtype="<f4")
-    return data.reshape(info["shape"]).astype(np.float32)
 
 
 # ---------------------------------------------------------------- CLI runs

@@ -64,6 +64,8 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIMP_SCRIPT = os.path.join(REPO, "tools", "quality", "gegl_denoise_batch.py")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from image_tensors import write_images  # noqa: E402
 SIGMAS = (10, 25, 50)  # of 255, issue 5
 
 # GEGL sweeps. denoise-dct: sigma in [1, 100] (times the true sigma here), patch size 8x8 or
@@ -128,16 +130,6 @@ def read_rgb8(path, size):
     return a
 
 
-def write_safetensors(path, batch):
-    """batch: N x H x W x 3 uint8 -> tensor "image", float32 N x 3 x H x W in [0, 1]."""
-    data = np.ascontiguousarray((batch.astype(np.float32) / 255.0).transpose(0, 3, 1, 2)).astype("<f4").tobytes()
-    header = json.dumps({"image": {"dtype": "F32", "shape": [batch.shape[0], 3, batch.shape[1], batch.shape[2]],
-                                   "data_offsets": [0, len(data)]}}).encode()
-    header += b" " * (-len(header) % 8)  # the format allows space padding; 8-byte alignment
-    with open(path, "wb") as f:
-        f.write(len(header).to_bytes(8, "little") + header + data)
-
-
 # ---- Ours (gimp-diffusion-cli) ------------------------------------------------------------------
 
 SUMMARY = re.compile(r"denoise: sigma ([0-9.]+) \((given|estimated)\), (\d+) steps from timestep ([0-9.]+)")
@@ -191,7 +183,7 @@ def run_ours(cli, model, threads, work, names, noisy, variants):
         folder = os.path.join(work, "ours", "s%d" % sigma)
         os.makedirs(folder, exist_ok=True)
         batch_in = os.path.join(folder, "noisy.safetensors")
-        write_safetensors(batch_in, noisy[sigma])
+        write_images(batch_in, noisy[sigma].astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
         for variant in variants:
             options, given = OURS[variant]
             t0 = time.time()

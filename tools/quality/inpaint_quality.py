@@ -50,6 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import texture_swd as ts  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+from image_tensors import read_images, write_images  # noqa: E402
 
 DEFAULT_CLI = os.path.join(REPO, "build", "tools", "cli", "gimp-diffusion-cli")
 GEGL_SCRIPT = os.path.join(HERE, "gegl_denoise_batch.py")
@@ -107,43 +109,23 @@ def material(folders, size, per_image):
 
 # ---- CLI ----------------------------------------------------------------------------------------
 
-def write_tensor(path, nchw):
-    import struct
-    payload = np.ascontiguousarray(nchw, dtype="<f4").tobytes()
-    header = json.dumps({"image": {"dtype": "F32", "shape": list(nchw.shape),
-                                   "data_offsets": [0, len(payload)]}}).encode()
-    header += b" " * (-len(header) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header + payload)
-
-
-def read_tensor(path):
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        t = json.loads(f.read(n))["image"]
-        blob = f.read()
-    a, b = t["data_offsets"]
-    return np.frombuffer(blob[a:b], dtype="<f4").reshape(t["shape"])
-
-
 def cli(args, command, options, images, mask=None):
     """Runs a CLI command on a batch [N, H, W, 3]; returns ([N, H, W, 3] quantised, seconds)."""
     os.makedirs(args.work, exist_ok=True)
     inp = os.path.join(args.work, "in.safetensors")
     out = os.path.join(args.work, "out.safetensors")
-    write_tensor(inp, images.transpose(0, 3, 1, 2))
+    write_images(inp, images.transpose(0, 3, 1, 2))
     cmd = [args.cli, command, "--model", args.model, "-i", inp, "-o", out, "--seed", "1",
            "--threads", "1"] + options
     if mask is not None:
         mpath = os.path.join(args.work, "mask.safetensors")
-        write_tensor(mpath, mask[:, None].astype(np.float32))
+        write_images(mpath, mask[:, None].astype(np.float32))
         cmd += ["--mask", mpath]
     start = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if p.returncode != 0:
         fail("%s failed: %s" % (" ".join(cmd), (p.stderr.strip().splitlines() or ["?"])[-1]))
-    return ts.quantize(read_tensor(out).transpose(0, 2, 3, 1)), time.time() - start
+    return ts.quantize(read_images(out).transpose(0, 2, 3, 1)), time.time() - start
 
 
 def gegl_tile_seamless(args, images):
